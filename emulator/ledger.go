@@ -1,0 +1,189 @@
+package emulator
+
+import (
+	"time"
+)
+
+// The rules a client can break. Each [Violation] names one.
+const (
+	// RuleRefreshTokenReuse: a rotated-out refresh token was presented.
+	RuleRefreshTokenReuse = "refresh_token_reuse"
+	// RuleExpiredRefreshToken: an expired refresh token was presented.
+	RuleExpiredRefreshToken = "expired_refresh_token"
+	// RuleConcurrentRefresh: two refreshes of one authorisation overlapped.
+	RuleConcurrentRefresh = "concurrent_refresh"
+	// RuleStaleAccessToken: the API was called with an expired or superseded access token.
+	RuleStaleAccessToken = "stale_access_token"
+	// RuleRetryAfterInvalidGrant: a dead authorisation was refreshed again after the
+	// client had been told invalid_grant.
+	RuleRetryAfterInvalidGrant = "retry_after_invalid_grant"
+	// RuleRetryTooSoon: a retry came before the Retry-After it was given had passed.
+	RuleRetryTooSoon = "retry_too_soon"
+	// RuleClientAuthMethod: client credentials were sent in the body when only HTTP Basic
+	// is allowed.
+	RuleClientAuthMethod = "client_auth_method"
+	// RulePKCEMissing: PKCE was missing, or used the plain method.
+	RulePKCEMissing = "pkce_missing"
+)
+
+// Rules lists every rule the ledger checks.
+func Rules() []string {
+	return []string{
+		RuleRefreshTokenReuse, RuleExpiredRefreshToken, RuleConcurrentRefresh,
+		RuleStaleAccessToken, RuleRetryAfterInvalidGrant, RuleRetryTooSoon,
+		RuleClientAuthMethod, RulePKCEMissing,
+	}
+}
+
+// Violation is one broken rule.
+type Violation struct {
+	Rule string `json:"rule"`
+	// Authorisation is the id of the token family concerned, or empty when none is known
+	// (a client authentication mistake, say).
+	Authorisation string    `json:"authorisation"`
+	At            time.Time `json:"at"`
+	Detail        string    `json:"detail"`
+}
+
+// AuthorisationReport is one token family in the [Report].
+type AuthorisationReport struct {
+	ID            string     `json:"id"`
+	ClientID      string     `json:"client_id"`
+	Subject       string     `json:"subject"`
+	State         string     `json:"state"`
+	Scopes        []string   `json:"scopes"`
+	Refreshes     int        `json:"refreshes"`
+	CreatedAt     time.Time  `json:"created_at"`
+	RevokedReason string     `json:"revoked_reason,omitempty"`
+	RevokedAt     *time.Time `json:"revoked_at,omitempty"`
+}
+
+// Report is the ledger: what happened, and which rules were broken.
+type Report struct {
+	// Now is the emulator's clock when the report was taken.
+	Now time.Time `json:"now"`
+	// Counters counts outcomes per endpoint or grant type: "authorization_code",
+	// "refresh_token", "token" (requests that named no valid grant), "introspect",
+	// "authorize" and "api". An outcome is "ok", an RFC 6749 or RFC 6750 error code, or
+	// "fault:KIND" for an injected fault.
+	Counters map[string]map[string]int64 `json:"counters"`
+	// Authorisations lists every token family, oldest first.
+	Authorisations []AuthorisationReport `json:"authorisations"`
+	// Violations lists broken rules in order, up to Config.MaxViolations.
+	Violations []Violation `json:"violations"`
+	// ViolationCounts counts every violation by rule, including those past the limit.
+	ViolationCounts map[string]int `json:"violation_counts"`
+	// ViolationsDropped counts violations not listed because of the limit.
+	ViolationsDropped int `json:"violations_dropped"`
+}
+
+// ledger records outcomes and violations. It is guarded by Emulator.mu.
+type ledger struct {
+	max        int
+	counters   map[string]map[string]int64
+	violations []Violation
+	counts     map[string]int
+	dropped    int
+	// retryAfter holds, per request key, the time before which a retry is too soon.
+	retryAfter map[string]time.Time
+}
+
+func newLedger(max int) *ledger {
+	return &ledger{
+		max:        max,
+		counters:   map[string]map[string]int64{},
+		counts:     map[string]int{},
+		retryAfter: map[string]time.Time{},
+	}
+}
+
+func (l *ledger) count(endpoint, outcome string) {
+	m := l.counters[endpoint]
+	if m == nil {
+		m = map[string]int64{}
+		l.counters[endpoint] = m
+	}
+	m[outcome]++
+}
+
+func (l *ledger) violate(rule, auth string, at time.Time, detail string) {
+	l.counts[rule]++
+	if len(l.violations) >= l.max {
+		l.dropped++
+		return
+	}
+	l.violations = append(l.violations, Violation{Rule: rule, Authorisation: auth, At: at, Detail: detail})
+}
+
+// checkRetry records a retry_too_soon violation if key was told to wait until after now.
+func (l *ledger) checkRetry(key, auth string, now time.Time) {
+	if key == "" {
+		return
+	}
+	until, ok := l.retryAfter[key]
+	if !ok {
+		return
+	}
+	delete(l.retryAfter, key)
+	if now.Before(until) {
+		l.violate(RuleRetryTooSoon, auth, now, "retried "+until.Sub(now).Round(time.Millisecond).String()+" before Retry-After had passed")
+	}
+}
+
+// Report returns a snapshot of the ledger.
+func (e *Emulator) Report() Report {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	l := e.ledger
+	r := Report{
+		Now:               e.clock.Now(),
+		Counters:          map[string]map[string]int64{},
+		Authorisations:    make([]AuthorisationReport, 0, len(e.st.order)),
+		Violations:        append([]Violation{}, l.violations...),
+		ViolationCounts:   map[string]int{},
+		ViolationsDropped: l.dropped,
+	}
+	for k, m := range l.counters {
+		cp := make(map[string]int64, len(m))
+		for o, n := range m {
+			cp[o] = n
+		}
+		r.Counters[k] = cp
+	}
+	for k, n := range l.counts {
+		r.ViolationCounts[k] = n
+	}
+	for _, a := range e.st.order {
+		ar := AuthorisationReport{
+			ID: a.id, ClientID: a.clientID, Subject: a.company.URN(), State: a.state,
+			Scopes: append([]string{}, a.scopes...), Refreshes: a.refreshes, CreatedAt: a.createdAt,
+			RevokedReason: a.revokedReason,
+		}
+		if !a.revokedAt.IsZero() {
+			t := a.revokedAt
+			ar.RevokedAt = &t
+		}
+		r.Authorisations = append(r.Authorisations, ar)
+	}
+	return r
+}
+
+// Revoke revokes every token of the authorisation id, as when the user uninstalls the app
+// in Pleo. It fails if the authorisation is unknown. Revoking a revoked authorisation is a
+// no-op.
+func (e *Emulator) Revoke(id string) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	a := e.st.auths[id]
+	if a == nil {
+		return errUnknownAuthorisation(id)
+	}
+	e.revokeLocked(a, RevokedByUser, e.clock.Now())
+	return nil
+}
+
+type errUnknownAuthorisation string
+
+func (e errUnknownAuthorisation) Error() string {
+	return "emulator: unknown authorisation " + string(e)
+}
