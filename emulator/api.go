@@ -305,4 +305,3 @@ func (e *Emulator) apiDeleteInstallation(c *apiCall) apiResult {
 	}
 	return apiResult{status: http.StatusNoContent}
 }
-

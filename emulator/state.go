@@ -21,7 +21,7 @@ const (
 	RevokedRefreshTokenReuse     = "refresh_token_reuse"
 	RevokedExpiredRefreshToken   = "expired_refresh_token"
 	RevokedAuthorizationCodeUsed = "authorization_code_reuse"
-	RevokedByUser                = "revoked_by_user"     // POST /_emulator/authorisations/{id}/revoke
+	RevokedByUser                = "revoked_by_user"      // POST /_emulator/authorisations/{id}/revoke
 	RevokedInstallationDeleted   = "installation_deleted" // DELETE /v1/installations/me
 )
 
