@@ -46,16 +46,6 @@ func apiErr(status int, typ, msg string) apiResult {
 // scope check, fault injection and the ledger.
 func (e *Emulator) api(scope string, h func(*apiCall) apiResult) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		var body []byte
-		if r.Method == http.MethodPost || r.Method == http.MethodPut {
-			b, err := readBounded(w, r, maxAPIBodyBytes)
-			if err != nil {
-				e.countAPI("invalid_request")
-				writeJSON(w, http.StatusBadRequest, map[string]string{"type": "invalid_request", "message": err.Error()})
-				return
-			}
-			body = b
-		}
 		bearer, hasBearer := bearerToken(r.Header.Get("Authorization"))
 
 		e.mu.Lock()
@@ -89,6 +79,18 @@ func (e *Emulator) api(scope string, h func(*apiCall) apiResult) http.HandlerFun
 				writeJSON(w, http.StatusForbidden, map[string]string{"type": "insufficient_scope", "message": "this call needs the scope " + scope})
 				return
 			}
+		}
+		// The body is read only after authentication: an unauthenticated caller gets 401,
+		// whatever it sent.
+		var body []byte
+		if r.Method == http.MethodPost || r.Method == http.MethodPut {
+			b, err := readBounded(w, r, maxAPIBodyBytes)
+			if err != nil {
+				e.countAPI("invalid_request")
+				writeJSON(w, http.StatusBadRequest, map[string]string{"type": "invalid_request", "message": err.Error()})
+				return
+			}
+			body = b
 		}
 		e.mu.Lock()
 		res := h(&apiCall{token: t, auth: t.auth, now: e.clock.Now(), r: r, body: body})
@@ -255,7 +257,7 @@ func (e *Emulator) apiCreateExportJob(c *apiCall) apiResult {
 	if len(strings.TrimSpace(string(c.body))) > 0 {
 		dec := json.NewDecoder(strings.NewReader(string(c.body)))
 		dec.DisallowUnknownFields()
-		if err := dec.Decode(&req); err != nil {
+		if err := dec.Decode(&req); err != nil || dec.More() {
 			return apiErr(http.StatusBadRequest, "invalid_request", "the body must be a JSON object with optional from and to dates")
 		}
 	}

@@ -131,8 +131,24 @@ func (e *Emulator) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 	}
 	e.mu.Lock()
 	e.st.consents[req.id] = req
+	if len(e.st.consents) > maxPendingConsents {
+		e.sweepConsentsLocked()
+	}
 	e.mu.Unlock()
 	e.renderConsent(w, req, preselect)
+}
+
+// maxPendingConsents is how many open consent pages are kept before expired ones are
+// swept, so abandoned pages cannot grow memory without bound.
+const maxPendingConsents = 1024
+
+func (e *Emulator) sweepConsentsLocked() {
+	now := e.clock.Now()
+	for id, c := range e.st.consents {
+		if !now.Before(c.expiresAt) {
+			delete(e.st.consents, id)
+		}
+	}
 }
 
 type consentCompany struct {
@@ -173,18 +189,24 @@ func (e *Emulator) handleConsent(w http.ResponseWriter, r *http.Request) {
 		e.errorPage(w, http.StatusBadRequest, "The consent form is malformed.")
 		return
 	}
+	decision, co := r.PostForm.Get("decision"), companyByID(r.PostForm.Get("company"))
+	id := r.PostForm.Get("request")
 	e.mu.Lock()
-	req := e.st.consents[r.PostForm.Get("request")]
-	delete(e.st.consents, r.PostForm.Get("request")) // single-use
+	req := e.st.consents[id]
 	now := e.clock.Now()
+	// The request is spent only by a well-formed answer, so a form posted without a
+	// decision or a company can be corrected and sent again.
+	valid := decision == "deny" || (decision == "approve" && co != nil)
+	if valid {
+		delete(e.st.consents, id) // single-use
+	}
 	e.mu.Unlock()
 	if req == nil || !now.Before(req.expiresAt) {
 		e.errorPage(w, http.StatusBadRequest, "This consent request is unknown, expired or already answered. Start again from the application.")
 		return
 	}
-	switch r.PostForm.Get("decision") {
+	switch decision {
 	case "approve":
-		co := companyByID(r.PostForm.Get("company"))
 		if co == nil {
 			e.errorPage(w, http.StatusBadRequest, "Choose a company to connect.")
 			return

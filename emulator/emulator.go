@@ -169,13 +169,14 @@ func (e *Emulator) resetLocked() error {
 }
 
 // Reset forgets every authorisation, token, code, violation, fault and client added at run
-// time, and returns the clock to the present. Clients from [Config] stay registered.
+// time, returns the clock to the present, and restarts the seeded random sequences (faults
+// and jitter) from Config.Seed. Clients from [Config] stay registered.
 func (e *Emulator) Reset() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	_ = e.resetLocked() // the configured clients were validated by New
 	e.clock.reset()
-	e.faults.set(nil)
+	e.faults.reset(e.cfg.Seed)
 }
 
 // AddClient registers c, replacing any client with the same ID. It fails if c is malformed.

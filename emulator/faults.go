@@ -178,6 +178,15 @@ func newFaultInjector(seed uint64) *faultInjector {
 	return &faultInjector{rng: rand.New(rand.NewPCG(seed, seed^0xda3e39cb94b95bdb)), faults: Faults{}}
 }
 
+// reset clears every fault and restarts the random sequence from seed, so that after a
+// reset the same faults are drawn as after start.
+func (fi *faultInjector) reset(seed uint64) {
+	fi.mu.Lock()
+	defer fi.mu.Unlock()
+	fi.rng = rand.New(rand.NewPCG(seed, seed^0xda3e39cb94b95bdb))
+	fi.faults = Faults{}
+}
+
 func (fi *faultInjector) set(f Faults) {
 	fi.mu.Lock()
 	defer fi.mu.Unlock()

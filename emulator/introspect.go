@@ -24,9 +24,6 @@ type introspection struct {
 // token may introspect it; to any other client the token is simply inactive (RFC 7662 §4).
 func (e *Emulator) handleIntrospect(w http.ResponseWriter, r *http.Request) {
 	form, oerr := readForm(w, r)
-	if oerr == nil && r.Header.Get("Authorization") == "" {
-		oerr = errInvalidClient("client authentication is required (HTTP Basic)")
-	}
 	var c *Client
 	if oerr == nil {
 		c, oerr = e.authenticateClient(r, form)

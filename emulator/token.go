@@ -156,6 +156,10 @@ func (e *Emulator) exchangeLocked(c *Client, code, redirectURI, verifier string,
 		// RFC 6749 §4.1.2: a replayed code should revoke every token issued from it.
 		e.revokeLocked(ac.auth, RevokedAuthorizationCodeUsed, now)
 		return nil, errInvalidGrant("the authorization code was already used; its tokens are revoked")
+	case ac.auth.state == AuthorisationRevoked:
+		// Revoked before the exchange (by the user, or with the installation): issuing
+		// tokens now would bring the authorisation back to life.
+		return nil, errInvalidGrant("the authorisation has been revoked")
 	case !now.Before(ac.expiresAt):
 		return nil, errInvalidGrant("the authorization code has expired")
 	case ac.redirectURI != redirectURI:
@@ -264,6 +268,10 @@ func (e *Emulator) rotateLocked(c *Client, presented string, requested []string,
 		return nil, errInvalidGrant("the refresh token has expired; every refresh token of the authorisation is revoked")
 	}
 	if requested != nil {
+		if len(requested) == 0 {
+			// As at /oauth/authorize: an empty scope would mint a token that can do nothing.
+			return nil, &oauthError{http.StatusBadRequest, "invalid_scope", "scope is empty"}
+		}
 		if missing, ok := subsetOf(requested, a.scopes); !ok {
 			return nil, &oauthError{http.StatusBadRequest, "invalid_scope", "scope " + strconvQuote(missing) + " exceeds the scope of the grant"}
 		}
