@@ -14,6 +14,9 @@ const maxControlBodyBytes = 1 << 20
 // The control plane lives under /_emulator/, never on Pleo's paths. It has no
 // authentication: the emulator is a local test server, bound to loopback by default.
 func (e *Emulator) routeControl(mux *http.ServeMux) {
+	mux.HandleFunc("GET /_emulator/health", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
 	mux.HandleFunc("GET /_emulator/clients", e.ctlListClients)
 	mux.HandleFunc("POST /_emulator/clients", e.ctlAddClient)
 	mux.HandleFunc("GET /_emulator/clock", e.ctlClock)

@@ -1,6 +1,7 @@
 package emulator
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -88,8 +89,9 @@ type Config struct {
 	// MaxViolations bounds the violations kept in the report; further ones are only
 	// counted. Zero means 10,000.
 	MaxViolations int
-	// Logger receives one line per request outcome. Nil means no logging. Tokens are
-	// never logged.
+	// Logger receives one Info line per request (method, path, status, duration), one
+	// Warn line per violation, and a line per consent and revocation. Nil means no
+	// logging. Tokens, credentials and query strings are never logged.
 	Logger *slog.Logger
 }
 
@@ -164,7 +166,7 @@ func (e *Emulator) resetLocked() error {
 	}
 	e.rng = rand.New(rand.NewPCG(e.cfg.Seed, e.cfg.Seed^0x9e3779b97f4a7c15))
 	e.st = newState()
-	e.ledger = newLedger(e.cfg.MaxViolations)
+	e.ledger = newLedger(e.cfg.MaxViolations, e.log)
 	return nil
 }
 
@@ -246,7 +248,8 @@ func ParseClient(s string) (Client, error) {
 	id, rest, ok1 := strings.Cut(s, ":")
 	secret, redirect, ok2 := strings.Cut(rest, ":")
 	if !ok1 || !ok2 {
-		return Client{}, fmt.Errorf("emulator: client %q is not of the form ID:SECRET:REDIRECT_URI", s)
+		// The value is not quoted: it may hold the client secret.
+		return Client{}, errors.New("emulator: a client must be given as ID:SECRET:REDIRECT_URI")
 	}
 	c := Client{ID: id, Secret: secret, RedirectURIs: []string{redirect}}
 	return c, c.validate()
@@ -267,7 +270,7 @@ func (e *Emulator) Handler() http.Handler {
 	e.routeAuth(mux)
 	e.routeAPI(mux)
 	e.routeControl(mux)
-	return mux
+	return e.logRequests(mux)
 }
 
 // AuthHandler serves the authorisation server (/oauth/...) and the control plane
@@ -276,14 +279,62 @@ func (e *Emulator) AuthHandler() http.Handler {
 	mux := http.NewServeMux()
 	e.routeAuth(mux)
 	e.routeControl(mux)
-	return mux
+	return e.logRequests(mux)
 }
 
 // APIHandler serves only Pleo's API paths (/v1/..., /v2/...).
 func (e *Emulator) APIHandler() http.Handler {
 	mux := http.NewServeMux()
 	e.routeAPI(mux)
-	return mux
+	return e.logRequests(mux)
+}
+
+// logRequests logs one line per request at Info: method, path (never the query, which
+// may carry a code), status and duration. Headers and bodies, which carry credentials and
+// tokens, are never logged. With a logger that discards Info, it adds nothing.
+func (e *Emulator) logRequests(next http.Handler) http.Handler {
+	if !e.log.Enabled(context.Background(), slog.LevelInfo) {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w}
+		defer func() {
+			status := sw.status
+			if status == 0 {
+				status = http.StatusOK
+			}
+			if p := recover(); p != nil {
+				// A dropped connection (an injected fault) is an ErrAbortHandler panic:
+				// log it, then let net/http close the connection.
+				e.log.Info("request", "method", r.Method, "path", r.URL.Path, "outcome", "connection dropped",
+					"duration", time.Since(start))
+				panic(p)
+			}
+			e.log.Info("request", "method", r.Method, "path", r.URL.Path, "status", status,
+				"duration", time.Since(start))
+		}()
+		next.ServeHTTP(sw, r)
+	})
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
 }
 
 func (e *Emulator) routeAuth(mux *http.ServeMux) {

@@ -101,6 +101,12 @@ func (f Faults) validate() error {
 		if err := ef.validate(); err != nil {
 			return fmt.Errorf("%s: %w", ep, err)
 		}
+		if ep == EndpointAuthorize && (ef.DropAfterCommit > 0 || ef.GarbleAfterCommit > 0 ||
+			ef.Error500AfterCommit > 0 || containsAfterCommit(ef.Script)) {
+			// The authorise request commits nothing until the user answers the consent
+			// page, so an after-commit fault has no meaning there.
+			return fmt.Errorf("authorize: only latency and before-processing faults apply (error_500, error_503, error_429, drop_before)")
+		}
 	}
 	return nil
 }
@@ -144,6 +150,15 @@ func (ef EndpointFaults) validate() error {
 	return nil
 }
 
+func containsAfterCommit(script []string) bool {
+	for _, k := range script {
+		if (decision{kind: k}).afterCommit() {
+			return true
+		}
+	}
+	return false
+}
+
 func kindIndex(k string) int {
 	for i, known := range faultKinds {
 		if known == k {
@@ -158,6 +173,14 @@ type decision struct {
 	kind       string // "" for none
 	latency    time.Duration
 	retryAfter time.Duration
+}
+
+func (d decision) afterCommit() bool {
+	switch d.kind {
+	case FaultDropAfterCommit, FaultGarbleAfterCommit, Fault500AfterCommit:
+		return true
+	}
+	return false
 }
 
 func (d decision) beforeProcessing() bool {
@@ -280,7 +303,7 @@ func (e *Emulator) applyBefore(w http.ResponseWriter, d decision, endpoint, retr
 	}
 	e.mu.Lock()
 	e.ledger.count(endpoint, "fault:"+d.kind)
-	if d.kind == Fault503 || d.kind == Fault429 {
+	if (d.kind == Fault503 || d.kind == Fault429) && retryKey != "" {
 		e.ledger.retryAfter[retryKey] = e.clock.Now().Add(d.retryAfter)
 	}
 	e.mu.Unlock()
@@ -304,9 +327,7 @@ func (e *Emulator) applyBefore(w http.ResponseWriter, d decision, endpoint, retr
 
 // applyAfter acts on an after-commit fault and returns true if it answered the request.
 func (e *Emulator) applyAfter(w http.ResponseWriter, d decision, endpoint string, oauth bool) bool {
-	switch d.kind {
-	case FaultDropAfterCommit, FaultGarbleAfterCommit, Fault500AfterCommit:
-	default:
+	if !d.afterCommit() {
 		return false
 	}
 	e.mu.Lock()

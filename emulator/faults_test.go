@@ -62,17 +62,19 @@ func TestFaults_Validation(t *testing.T) {
 		t.Fatalf("faults as set (-want +got):\n%s", diff)
 	}
 	cases := map[string]string{
-		"UnknownEndpoint":   `{"oauth":{"error_500":0.1}}`,
-		"RateAboveOne":      `{"token":{"error_500":1.5}}`,
-		"NegativeRate":      `{"token":{"error_503":-0.1}}`,
-		"RatesSumAboveOne":  `{"token":{"error_500":0.6,"drop_before":0.6}}`,
-		"NegativeRetry":     `{"token":{"retry_after":"-1s"}}`,
-		"LatencyBothKinds":  `{"api":{"latency":{"min":"1ms","max":"2ms","p50":"1ms","p99":"2ms"}}}`,
-		"LatencyMaxBelow":   `{"api":{"latency":{"min":"5ms","max":"1ms"}}}`,
-		"LatencyP99Below":   `{"api":{"latency":{"p50":"5ms","p99":"1ms"}}}`,
-		"UnknownScriptKind": `{"token":{"script":["error_503","explode"]}}`,
-		"UnknownField":      `{"token":{"error_404":0.1}}`,
-		"BadDuration":       `{"token":{"retry_after":"soon"}}`,
+		"UnknownEndpoint":            `{"oauth":{"error_500":0.1}}`,
+		"RateAboveOne":               `{"token":{"error_500":1.5}}`,
+		"NegativeRate":               `{"token":{"error_503":-0.1}}`,
+		"RatesSumAboveOne":           `{"token":{"error_500":0.6,"drop_before":0.6}}`,
+		"NegativeRetry":              `{"token":{"retry_after":"-1s"}}`,
+		"LatencyBothKinds":           `{"api":{"latency":{"min":"1ms","max":"2ms","p50":"1ms","p99":"2ms"}}}`,
+		"LatencyMaxBelow":            `{"api":{"latency":{"min":"5ms","max":"1ms"}}}`,
+		"LatencyP99Below":            `{"api":{"latency":{"p50":"5ms","p99":"1ms"}}}`,
+		"UnknownScriptKind":          `{"token":{"script":["error_503","explode"]}}`,
+		"UnknownField":               `{"token":{"error_404":0.1}}`,
+		"BadDuration":                `{"token":{"retry_after":"soon"}}`,
+		"AuthorizeAfterCommitRate":   `{"authorize":{"drop_after_commit":0.1}}`,
+		"AuthorizeAfterCommitScript": `{"authorize":{"script":["garble_after_commit"]}}`,
 	}
 	for name, body := range cases {
 		var e ctlErrorBody
@@ -354,4 +356,21 @@ func TestFaults_Authorize(t *testing.T) {
 		t.Errorf("status %d, want 500", resp.StatusCode)
 	}
 	codeFrom(t, authorize(t, srv, authorizeQuery(testClient, challenge))) // the script is spent
+}
+
+// TestFaults_IntrospectRetryAfter checks that a Retry-After given by the introspection
+// endpoint is enforced like any other: per client.
+func TestFaults_IntrospectRetryAfter(t *testing.T) {
+	srv := startServer(t, emulator.Config{AutoApprove: true})
+	tok := connect(t, srv)
+	setFaults(t, srv, `{"introspect":{"script":["error_503"]}}`)
+	if status, _, h := introspectAs(t, srv, testClient, tok.Access); status != http.StatusServiceUnavailable || h.Get("Retry-After") != "1" {
+		t.Fatalf("first introspection: status %d, Retry-After %q; want 503 with 1", status, h.Get("Retry-After"))
+	}
+	if status, _, _ := introspectAs(t, srv, testClient, tok.Access); status != http.StatusOK {
+		t.Fatalf("second introspection: status %d, want 200", status)
+	}
+	if diff := cmp.Diff([]string{emulator.RuleRetryTooSoon}, violations(srv)); diff != "" {
+		t.Errorf("violations (-want +got):\n%s", diff)
+	}
 }

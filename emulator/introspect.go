@@ -35,8 +35,12 @@ func (e *Emulator) handleIntrospect(w http.ResponseWriter, r *http.Request) {
 		e.countAndFail(w, EndpointIntrospect, oerr)
 		return
 	}
+	retryKey := "introspect:" + c.ID
+	e.mu.Lock()
+	e.ledger.checkRetry(retryKey, "", e.clock.Now())
+	e.mu.Unlock()
 	d := e.faults.pick(EndpointIntrospect)
-	if e.applyBefore(w, d, EndpointIntrospect, "introspect:"+c.ID, "", true) {
+	if e.applyBefore(w, d, EndpointIntrospect, retryKey, "", true) {
 		return
 	}
 	e.mu.Lock()

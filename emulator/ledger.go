@@ -1,6 +1,7 @@
 package emulator
 
 import (
+	"log/slog"
 	"time"
 )
 
@@ -79,6 +80,7 @@ type Report struct {
 
 // ledger records outcomes and violations. It is guarded by Emulator.mu.
 type ledger struct {
+	log        *slog.Logger
 	max        int
 	counters   map[string]map[string]int64
 	violations []Violation
@@ -88,8 +90,9 @@ type ledger struct {
 	retryAfter map[string]time.Time
 }
 
-func newLedger(max int) *ledger {
+func newLedger(max int, log *slog.Logger) *ledger {
 	return &ledger{
+		log:        log,
 		max:        max,
 		counters:   map[string]map[string]int64{},
 		counts:     map[string]int{},
@@ -108,6 +111,7 @@ func (l *ledger) count(endpoint, outcome string) {
 
 func (l *ledger) violate(rule, auth string, at time.Time, detail string) {
 	l.counts[rule]++
+	l.log.Warn("rule violated", "rule", rule, "authorisation", auth, "detail", detail)
 	if len(l.violations) >= l.max {
 		l.dropped++
 		return

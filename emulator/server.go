@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 )
@@ -45,7 +46,7 @@ func Listen(cfg Config, addr, apiAddr string) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("emulator: listen on %s: %w", addr, err)
 	}
-	s.URL = "http://" + ln.Addr().String()
+	s.URL = baseURL(ln.Addr())
 	s.ControlURL = s.URL + "/_emulator"
 	if apiAddr == "" {
 		s.APIURL = s.URL
@@ -57,7 +58,7 @@ func Listen(cfg Config, addr, apiAddr string) (*Server, error) {
 		ln.Close()
 		return nil, fmt.Errorf("emulator: listen on %s for the API: %w", apiAddr, err)
 	}
-	s.APIURL = "http://" + apiLn.Addr().String()
+	s.APIURL = baseURL(apiLn.Addr())
 	s.serve(ln, e.AuthHandler())
 	s.serve(apiLn, e.APIHandler())
 	return s, nil
@@ -103,4 +104,18 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.wg.Wait()
 	return errors.Join(errs...)
+}
+
+// baseURL turns a listener's address into a URL a client on this machine can use: a
+// wildcard address (0.0.0.0, ::) is reachable as loopback.
+func baseURL(addr net.Addr) string {
+	tcp, ok := addr.(*net.TCPAddr)
+	if !ok {
+		return "http://" + addr.String()
+	}
+	ip := tcp.IP
+	if ip == nil || ip.IsUnspecified() {
+		ip = net.IPv4(127, 0, 0, 1)
+	}
+	return "http://" + net.JoinHostPort(ip.String(), strconv.Itoa(tcp.Port))
 }
