@@ -46,30 +46,38 @@ func apiErr(status int, typ, msg string) apiResult {
 // scope check, fault injection and the ledger.
 func (e *Emulator) api(scope string, h func(*apiCall) apiResult) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Has("access_token") {
+			// RFC 6750 §2 allows one method per request, and Pleo allows only the header:
+			// a token in a URL ends up in logs and histories.
+			e.countAPI("invalid_request")
+			writeJSON(w, http.StatusBadRequest, map[string]string{"type": "invalid_request",
+				"message": "send the access token in the Authorization header, never in the query string"})
+			return
+		}
 		bearer, hasBearer := bearerToken(r.Header.Get("Authorization"))
 
 		e.mu.Lock()
 		now := e.clock.Now()
 		t, problem := e.checkAccessLocked(bearer, now)
+		// A Retry-After applies to the request it answered, not to every call made with
+		// the same token: a client may go on with other work meanwhile.
+		retryKey := ""
+		if t != nil {
+			retryKey = "api:" + t.auth.id + " " + r.Method + " " + r.URL.RequestURI()
+			e.ledger.checkRetry(retryKey, t.auth.id, now)
+		}
+		e.unlock()
+
+		d := e.faults.pick(EndpointAPI)
 		authID := ""
 		if t != nil {
 			authID = t.auth.id
-			e.ledger.checkRetry("api:"+authID, authID, now)
 		}
-		e.mu.Unlock()
-
-		d := e.faults.pick(EndpointAPI)
-		if e.applyBefore(w, d, EndpointAPI, "api:"+authID, authID, false) {
+		if e.applyBefore(w, d, EndpointAPI, retryKey, authID, false) {
 			return
 		}
 		if problem != "" || !hasBearer {
-			e.countAPI("invalid_token")
-			challenge := `Bearer realm="pleo-emulator"`
-			if hasBearer {
-				challenge += `, error="invalid_token", error_description="` + problem + `"`
-			}
-			w.Header().Set("WWW-Authenticate", challenge)
-			writeJSON(w, http.StatusUnauthorized, map[string]string{"type": "invalid_token", "message": "the access token is missing, expired or revoked"})
+			e.unauthorized(w, hasBearer, problem)
 			return
 		}
 		if scope != "" {
@@ -93,9 +101,18 @@ func (e *Emulator) api(scope string, h func(*apiCall) apiResult) http.HandlerFun
 			body = b
 		}
 		e.mu.Lock()
-		res := h(&apiCall{token: t, auth: t.auth, now: e.clock.Now(), r: r, body: body})
+		now = e.clock.Now()
+		if reason := deadReason(t, now); reason != "" {
+			// The token died while the request waited (an injected latency): the server
+			// checks it when it processes the request. The client sent it alive, so this
+			// is no violation.
+			e.unlock()
+			e.unauthorized(w, true, reason)
+			return
+		}
+		res := h(&apiCall{token: t, auth: t.auth, now: now, r: r, body: body})
 		e.ledger.count(EndpointAPI, outcomeOf(res.status))
-		e.mu.Unlock()
+		e.unlock()
 		if e.applyAfter(w, d, EndpointAPI, false) {
 			return
 		}
@@ -105,6 +122,18 @@ func (e *Emulator) api(scope string, h func(*apiCall) apiResult) http.HandlerFun
 		}
 		writeJSON(w, res.status, res.body)
 	}
+}
+
+// unauthorized answers 401 with an RFC 6750 §3 challenge. Without credentials the
+// challenge carries no error code (§3.1).
+func (e *Emulator) unauthorized(w http.ResponseWriter, hadToken bool, problem string) {
+	e.countAPI("invalid_token")
+	challenge := `Bearer realm="pleo-emulator"`
+	if hadToken {
+		challenge += `, error="invalid_token", error_description="` + problem + `"`
+	}
+	w.Header().Set("WWW-Authenticate", challenge)
+	writeJSON(w, http.StatusUnauthorized, map[string]string{"type": "invalid_token", "message": "the access token is missing, expired or revoked"})
 }
 
 func outcomeOf(status int) string {
@@ -117,7 +146,7 @@ func outcomeOf(status int) string {
 func (e *Emulator) countAPI(outcome string) {
 	e.mu.Lock()
 	e.ledger.count(EndpointAPI, outcome)
-	e.mu.Unlock()
+	e.unlock()
 }
 
 // checkAccessLocked finds the access token and says what is wrong with it, if anything.
@@ -131,19 +160,29 @@ func (e *Emulator) checkAccessLocked(bearer string, now time.Time) (*token, stri
 	if t == nil || t.kind != accessToken {
 		return nil, "unknown token"
 	}
-	switch {
-	case t.status == tokenRotated:
-		e.ledger.violate(RuleStaleAccessToken, t.auth.id, now,
+	reason := deadReason(t, now)
+	switch reason {
+	case "superseded by a refresh":
+		e.ledger.violateFlagged(t.rotationLost, RuleStaleAccessToken, t.auth.id, now,
 			"API called with the access token of generation "+itoa(t.generation)+", superseded by a refresh (current generation "+itoa(t.auth.refreshes)+")")
-		return t, "superseded by a refresh"
-	case !now.Before(t.expiresAt):
+	case "expired":
 		e.ledger.violate(RuleStaleAccessToken, t.auth.id, now,
 			"API called with an access token that expired "+now.Sub(t.expiresAt).Round(time.Millisecond).String()+" ago")
-		return t, "expired"
-	case t.status == tokenRevoked || t.auth.state == AuthorisationRevoked:
-		return t, "revoked"
 	}
-	return t, ""
+	return t, reason
+}
+
+// deadReason says why an access token is no longer valid at now, or "" if it is.
+func deadReason(t *token, now time.Time) string {
+	switch {
+	case t.status == tokenRotated:
+		return "superseded by a refresh"
+	case !now.Before(t.expiresAt):
+		return "expired"
+	case t.status == tokenRevoked || t.auth.state == AuthorisationRevoked:
+		return "revoked"
+	}
+	return ""
 }
 
 func bearerToken(h string) (string, bool) {

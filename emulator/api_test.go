@@ -289,12 +289,11 @@ func TestAPI_Unauthorized(t *testing.T) {
 // string are not accepted (Pleo: "never in a query string").
 func TestAPI_NoBearer(t *testing.T) {
 	srv := startServer(t, emulator.Config{AutoApprove: true})
-	tk := connect(t, srv)
+	connect(t, srv)
 	cases := []struct {
 		name, query, authorization string
 	}{
 		{"NoAuthorization", "", ""},
-		{"TokenInQuery", "?access_token=" + url.QueryEscape(tk.Access), ""},
 		{"BasicScheme", "", basicAuth(testClient)},
 		{"EmptyBearer", "", "Bearer "},
 	}
@@ -314,6 +313,23 @@ func TestAPI_NoBearer(t *testing.T) {
 	}
 	if v := violations(srv); len(v) != 0 {
 		t.Errorf("violations %v, want none", v)
+	}
+}
+
+// TestAPI_TokenInQuery checks that a token in the query string is refused outright, with
+// or without a header: RFC 6750 §2 allows one method per request, and Pleo only the header.
+func TestAPI_TokenInQuery(t *testing.T) {
+	srv := startServer(t, emulator.Config{AutoApprove: true})
+	tk := connect(t, srv)
+	for name, authorization := range map[string]string{"QueryOnly": "", "QueryAndHeader": "Bearer " + tk.Access} {
+		h := http.Header{}
+		if authorization != "" {
+			h.Set("Authorization", authorization)
+		}
+		status, body, _ := sendRaw(t, http.MethodGet, srv.APIURL+"/v1/introspect?access_token="+url.QueryEscape(tk.Access), h, "")
+		if status != http.StatusBadRequest || body["type"] != "invalid_request" {
+			t.Errorf("%s: %d %v, want 400 invalid_request", name, status, body)
+		}
 	}
 }
 

@@ -38,7 +38,7 @@ func (e *Emulator) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 	}
 	e.mu.Lock()
 	c := e.clients[q.Get("client_id")]
-	e.mu.Unlock()
+	e.unlock()
 	redirectURI := q.Get("redirect_uri")
 	switch {
 	case q.Get("client_id") == "":
@@ -55,11 +55,12 @@ func (e *Emulator) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	dropEmpty(q)
 	state := q.Get("state")
 	fail := func(code, desc string) {
 		e.mu.Lock()
 		e.ledger.count(EndpointAuthorize, code)
-		e.mu.Unlock()
+		e.unlock()
 		redirectWith(w, r, redirectURI, url.Values{"error": {code}, "error_description": {desc}, "state": {state}})
 	}
 	for k, v := range q {
@@ -86,7 +87,7 @@ func (e *Emulator) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		}
 		e.mu.Lock()
 		e.ledger.violate(RulePKCEMissing, "", e.clock.Now(), "client "+strconvQuote(c.ID)+": "+detail)
-		e.mu.Unlock()
+		e.unlock()
 		fail("invalid_request", "PKCE with code_challenge_method=S256 is required: "+detail)
 		return
 	case len(challenge) != 43 || !validPKCEString(challenge):
@@ -120,6 +121,7 @@ func (e *Emulator) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 	req := &consentRequest{
 		id: randomString(24), client: c, redirectURI: redirectURI, state: state,
 		challenge: challenge, scopes: scopes, expiresAt: e.clock.Now().Add(consentTTL),
+		fault: d.kind,
 	}
 	if e.cfg.AutoApprove {
 		co := preselect
@@ -130,17 +132,24 @@ func (e *Emulator) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	e.mu.Lock()
-	e.st.consents[req.id] = req
-	if len(e.st.consents) > maxPendingConsents {
+	if len(e.st.consents) >= maxPendingConsents {
 		e.sweepConsentsLocked()
 	}
-	e.mu.Unlock()
+	full := len(e.st.consents) >= maxPendingConsents
+	if !full {
+		e.st.consents[req.id] = req
+	}
+	e.unlock()
+	if full {
+		e.errorPage(w, http.StatusServiceUnavailable, "Too many consent pages are open. Answer or abandon some, then try again.")
+		return
+	}
 	e.renderConsent(w, req, preselect)
 }
 
-// maxPendingConsents is how many open consent pages are kept before expired ones are
-// swept, so abandoned pages cannot grow memory without bound.
-const maxPendingConsents = 1024
+// maxPendingConsents bounds the open consent pages; expired ones are swept when it is
+// reached, so abandoned pages cannot grow memory without bound.
+const maxPendingConsents = 10000
 
 func (e *Emulator) sweepConsentsLocked() {
 	now := e.clock.Now()
@@ -200,7 +209,7 @@ func (e *Emulator) handleConsent(w http.ResponseWriter, r *http.Request) {
 	if valid {
 		delete(e.st.consents, id) // single-use
 	}
-	e.mu.Unlock()
+	e.unlock()
 	if req == nil || !now.Before(req.expiresAt) {
 		e.errorPage(w, http.StatusBadRequest, "This consent request is unknown, expired or already answered. Start again from the application.")
 		return
@@ -215,7 +224,7 @@ func (e *Emulator) handleConsent(w http.ResponseWriter, r *http.Request) {
 	case "deny":
 		e.mu.Lock()
 		e.ledger.count(EndpointAuthorize, "access_denied")
-		e.mu.Unlock()
+		e.unlock()
 		redirectWith(w, r, req.redirectURI, url.Values{
 			"error": {"access_denied"}, "error_description": {"the user denied the request"}, "state": {req.state}})
 	default:
@@ -226,7 +235,21 @@ func (e *Emulator) handleConsent(w http.ResponseWriter, r *http.Request) {
 // approve creates a new authorisation (a token family) and its code, and redirects.
 // Every consent creates a new authorisation, even for a company already connected.
 func (e *Emulator) approve(w http.ResponseWriter, r *http.Request, req *consentRequest, co *company) {
+	if req.fault == FaultMissingCode {
+		e.mu.Lock()
+		e.ledger.count(EndpointAuthorize, "fault:"+FaultMissingCode)
+		e.unlock()
+		redirectWith(w, r, req.redirectURI, url.Values{"state": {req.state}})
+		return
+	}
+	state := req.state
+	if req.fault == FaultWrongState {
+		state = "forged-" + randomString(12)
+	}
 	e.mu.Lock()
+	if req.fault == FaultWrongState {
+		e.ledger.count(EndpointAuthorize, "fault:"+FaultWrongState)
+	}
 	a := e.newAuthorisationLocked(req.client, co, req.scopes)
 	code := &authCode{
 		value: "pac_" + randomString(32), clientID: req.client.ID, redirectURI: req.redirectURI,
@@ -235,9 +258,9 @@ func (e *Emulator) approve(w http.ResponseWriter, r *http.Request, req *consentR
 	a.code = code
 	e.st.codes[code.value] = code
 	e.ledger.count(EndpointAuthorize, "ok")
-	e.mu.Unlock()
+	e.unlock()
 	e.log.Info("consent approved", "authorisation", a.id, "client", req.client.ID, "subject", co.URN())
-	redirectWith(w, r, req.redirectURI, url.Values{"code": {code.value}, "state": {req.state}})
+	redirectWith(w, r, req.redirectURI, url.Values{"code": {code.value}, "state": {state}})
 }
 
 // redirectWith adds params to uri's query, keeping the query it already has (RFC 6749
@@ -263,7 +286,7 @@ func redirectWith(w http.ResponseWriter, r *http.Request, uri string, params url
 func (e *Emulator) errorPage(w http.ResponseWriter, status int, msg string) {
 	e.mu.Lock()
 	e.ledger.count(EndpointAuthorize, "error_page")
-	e.mu.Unlock()
+	e.unlock()
 	setPageHeaders(w)
 	w.WriteHeader(status)
 	_ = pages.ExecuteTemplate(w, "error.html", struct{ Message string }{msg})

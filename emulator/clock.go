@@ -17,8 +17,20 @@ func (c *clock) Now() time.Time {
 	return time.Now().Add(time.Duration(c.offset.Load()))
 }
 
-func (c *clock) advance(d time.Duration) {
-	c.offset.Add(int64(d))
+// maxOffset bounds how far the clock may travel, far beyond any token lifetime and far
+// from time.Duration's overflow.
+const maxOffset = 100 * 365 * 24 * time.Hour
+
+func (c *clock) advance(d time.Duration) error {
+	for {
+		cur := c.offset.Load()
+		if d > maxOffset-time.Duration(cur) {
+			return fmt.Errorf("emulator: cannot advance the clock by %s: it may travel at most %s in all", d, maxOffset)
+		}
+		if c.offset.CompareAndSwap(cur, cur+int64(d)) {
+			return nil
+		}
+	}
 }
 
 func (c *clock) reset() { c.offset.Store(0) }
@@ -27,11 +39,14 @@ func (c *clock) reset() { c.offset.Store(0) }
 func (e *Emulator) Now() time.Time { return e.clock.Now() }
 
 // Advance moves the emulator's clock forward by d and returns the new time. It fails for a
-// negative d: time never runs backwards, so an expiry once passed stays passed.
+// negative d (time never runs backwards, so an expiry once passed stays passed) and past a
+// total travel of 100 years.
 func (e *Emulator) Advance(d time.Duration) (time.Time, error) {
 	if d < 0 {
 		return time.Time{}, fmt.Errorf("emulator: cannot advance the clock by a negative duration %s", d)
 	}
-	e.clock.advance(d)
+	if err := e.clock.advance(d); err != nil {
+		return time.Time{}, err
+	}
 	return e.clock.Now(), nil
 }

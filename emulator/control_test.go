@@ -197,7 +197,7 @@ func TestControl_Report(t *testing.T) {
 		top = append(top, k)
 	}
 	sort.Strings(top)
-	if diff := cmp.Diff([]string{"authorisations", "counters", "now", "violation_counts", "violations", "violations_dropped"}, top); diff != "" {
+	if diff := cmp.Diff([]string{"authorisations", "counters", "lost_response_violations", "now", "violation_counts", "violations", "violations_dropped"}, top); diff != "" {
 		t.Errorf("report fields (-want +got):\n%s", diff)
 	}
 	var auths, viols []json.RawMessage

@@ -23,9 +23,11 @@ const (
 	consentTTL = 10 * time.Minute
 )
 
-// KnownScopes are the scopes the emulator knows, taken from Pleo's documentation.
+// KnownScopes returns the scopes the emulator knows, taken from Pleo's documentation.
 // A client registered without an explicit scope list may request any of them.
-var KnownScopes = []string{
+func KnownScopes() []string { return append([]string(nil), knownScopes...) }
+
+var knownScopes = []string{
 	"accounting-entries:read",
 	"accounts:read",
 	"accounts:write",
@@ -51,12 +53,14 @@ type Client struct {
 	Name string `json:"name,omitempty"`
 }
 
-// DemoClient is registered when a [Config] names no client.
-var DemoClient = Client{
-	ID:           "demo-client",
-	Secret:       "demo-secret",
-	RedirectURIs: []string{"http://localhost:8080/oauth/callback", "http://127.0.0.1:8080/oauth/callback"},
-	Name:         "Demo Integration",
+// DemoClient returns the client registered when a [Config] names none.
+func DemoClient() Client {
+	return Client{
+		ID:           "demo-client",
+		Secret:       "demo-secret",
+		RedirectURIs: []string{"http://localhost:8080/oauth/callback", "http://127.0.0.1:8080/oauth/callback"},
+		Name:         "Demo Integration",
+	}
 }
 
 // Config configures an [Emulator]. The zero value is usable: it registers [DemoClient],
@@ -106,6 +110,9 @@ type Emulator struct {
 	clock  clock
 	faults *faultInjector
 
+	stop     chan struct{} // closed by Close
+	stopOnce sync.Once
+
 	mu      sync.Mutex
 	rng     *rand.Rand // guarded by mu; refresh-token jitter
 	clients map[string]*Client
@@ -142,9 +149,12 @@ func New(cfg Config) (*Emulator, error) {
 		return nil, fmt.Errorf("emulator: refresh token jitter %s is negative", cfg.RefreshTokenJitter)
 	}
 	if len(cfg.Clients) == 0 {
-		cfg.Clients = []Client{DemoClient}
+		cfg.Clients = []Client{DemoClient()}
 	}
-	e := &Emulator{cfg: cfg, log: cfg.Logger}
+	if cfg.MaxViolations < 0 {
+		return nil, fmt.Errorf("emulator: MaxViolations %d is negative", cfg.MaxViolations)
+	}
+	e := &Emulator{cfg: cfg, log: cfg.Logger, stop: make(chan struct{})}
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)
 	}
@@ -166,8 +176,16 @@ func (e *Emulator) resetLocked() error {
 	}
 	e.rng = rand.New(rand.NewPCG(e.cfg.Seed, e.cfg.Seed^0x9e3779b97f4a7c15))
 	e.st = newState()
-	e.ledger = newLedger(e.cfg.MaxViolations, e.log)
+	e.ledger = newLedger(e.cfg.MaxViolations)
 	return nil
+}
+
+// Close cuts short every injected latency: requests waiting on one are dropped, and so is
+// any later request that draws a latency. Everything else keeps working. [Server.Close]
+// calls it; call it yourself when serving [Emulator.Handler] from your own server. Close
+// is idempotent.
+func (e *Emulator) Close() {
+	e.stopOnce.Do(func() { close(e.stop) })
 }
 
 // Reset forgets every authorisation, token, code, violation, fault and client added at run
@@ -175,7 +193,7 @@ func (e *Emulator) resetLocked() error {
 // and jitter) from Config.Seed. Clients from [Config] stay registered.
 func (e *Emulator) Reset() {
 	e.mu.Lock()
-	defer e.mu.Unlock()
+	defer e.unlock()
 	_ = e.resetLocked() // the configured clients were validated by New
 	e.clock.reset()
 	e.faults.reset(e.cfg.Seed)
@@ -184,14 +202,14 @@ func (e *Emulator) Reset() {
 // AddClient registers c, replacing any client with the same ID. It fails if c is malformed.
 func (e *Emulator) AddClient(c Client) error {
 	e.mu.Lock()
-	defer e.mu.Unlock()
+	defer e.unlock()
 	return e.addClientLocked(c)
 }
 
 // Clients returns the registered clients, sorted by ID.
 func (e *Emulator) Clients() []Client {
 	e.mu.Lock()
-	defer e.mu.Unlock()
+	defer e.unlock()
 	out := make([]Client, 0, len(e.clients))
 	for _, c := range e.clients {
 		cp := *c
@@ -210,7 +228,7 @@ func (e *Emulator) addClientLocked(c Client) error {
 	cp := c
 	cp.RedirectURIs = append([]string(nil), c.RedirectURIs...)
 	if len(cp.Scopes) == 0 {
-		cp.Scopes = append([]string(nil), KnownScopes...)
+		cp.Scopes = KnownScopes()
 	} else {
 		cp.Scopes = append([]string(nil), c.Scopes...)
 	}
@@ -236,7 +254,7 @@ func (c Client) validate() error {
 	}
 	for _, s := range c.Scopes {
 		if !isKnownScope(s) {
-			return fmt.Errorf("emulator: client %q: unknown scope %q (known: %s)", c.ID, s, strings.Join(KnownScopes, " "))
+			return fmt.Errorf("emulator: client %q: unknown scope %q (known: %s)", c.ID, s, strings.Join(knownScopes, " "))
 		}
 	}
 	return nil
@@ -256,7 +274,7 @@ func ParseClient(s string) (Client, error) {
 }
 
 func isKnownScope(s string) bool {
-	for _, k := range KnownScopes {
+	for _, k := range knownScopes {
 		if k == s {
 			return true
 		}
@@ -329,6 +347,9 @@ func (w *statusWriter) WriteHeader(code int) {
 	}
 	w.ResponseWriter.WriteHeader(code)
 }
+
+// Unwrap lets http.ResponseController and http.MaxBytesReader reach the connection.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 func (w *statusWriter) Write(b []byte) (int, error) {
 	if w.status == 0 {

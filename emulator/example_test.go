@@ -22,7 +22,7 @@ func ExampleServer() {
 	}
 	defer srv.Close()
 
-	c := emulator.DemoClient
+	c := emulator.DemoClient()
 	conf := &oauth2.Config{
 		ClientID: c.ID, ClientSecret: c.Secret, RedirectURL: c.RedirectURIs[0],
 		Scopes: []string{"users:read"},

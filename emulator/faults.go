@@ -30,15 +30,52 @@ const (
 	FaultDropBefore = "drop_before"
 	// After commit: the request took effect (tokens rotated, a code was spent), but the
 	// client never learns it. This is the lost-response case.
-	FaultDropAfterCommit     = "drop_after_commit"
-	FaultGarbleAfterCommit   = "garble_after_commit"    // 200 with a truncated JSON body
-	Fault500AfterCommit      = "error_500_after_commit" // a 5xx that hides a success
+	FaultDropAfterCommit   = "drop_after_commit"
+	FaultGarbleAfterCommit = "garble_after_commit"    // 200 with a truncated JSON body
+	Fault500AfterCommit    = "error_500_after_commit" // a 5xx that hides a success
+	// Variants of a success.
+	//
+	// FaultOmitRefreshToken answers a refresh with a new access token and no
+	// refresh_token; the presented refresh token stays valid (RFC 6749 §6). Token endpoint,
+	// refresh grant only.
+	FaultOmitRefreshToken = "omit_refresh_token"
+	// FaultWrongState redirects from the authorise endpoint with a code and a state the
+	// client did not send. Authorize only.
+	FaultWrongState = "wrong_state"
+	// FaultMissingCode redirects from the authorise endpoint with the state but neither a
+	// code nor an error. Authorize only.
+	FaultMissingCode = "missing_code"
+
 	defaultRetryAfterSeconds = 1
+	// maxLatency bounds an injected latency, so a fault cannot hold a request for days.
+	maxLatency = 10 * time.Minute
 )
 
-var faultKinds = []string{
-	Fault500, Fault503, Fault429, FaultDropBefore,
-	FaultDropAfterCommit, FaultGarbleAfterCommit, Fault500AfterCommit,
+type faultPhase uint8
+
+const (
+	phaseBefore faultPhase = iota + 1
+	phaseAfter
+	phaseVariant
+)
+
+// faultKinds lists every kind, in the order of EndpointFaults.rates. endpoints lists where
+// a kind applies; nil means everywhere.
+var faultKinds = []struct {
+	name      string
+	phase     faultPhase
+	endpoints []string
+}{
+	{Fault500, phaseBefore, nil},
+	{Fault503, phaseBefore, nil},
+	{Fault429, phaseBefore, nil},
+	{FaultDropBefore, phaseBefore, nil},
+	{FaultDropAfterCommit, phaseAfter, []string{EndpointToken, EndpointIntrospect, EndpointAPI}},
+	{FaultGarbleAfterCommit, phaseAfter, []string{EndpointToken, EndpointIntrospect, EndpointAPI}},
+	{Fault500AfterCommit, phaseAfter, []string{EndpointToken, EndpointIntrospect, EndpointAPI}},
+	{FaultOmitRefreshToken, phaseVariant, []string{EndpointToken}},
+	{FaultWrongState, phaseVariant, []string{EndpointAuthorize}},
+	{FaultMissingCode, phaseVariant, []string{EndpointAuthorize}},
 }
 
 // Duration is a time.Duration that reads and writes JSON in Go syntax ("1.5s", "16m").
@@ -81,6 +118,9 @@ type EndpointFaults struct {
 	DropAfterCommit     float64  `json:"drop_after_commit,omitempty"`
 	GarbleAfterCommit   float64  `json:"garble_after_commit,omitempty"`
 	Error500AfterCommit float64  `json:"error_500_after_commit,omitempty"`
+	OmitRefreshToken    float64  `json:"omit_refresh_token,omitempty"`
+	WrongState          float64  `json:"wrong_state,omitempty"`
+	MissingCode         float64  `json:"missing_code,omitempty"`
 	// RetryAfter is sent with 503 and 429, rounded up to whole seconds. Zero means 1s.
 	RetryAfter Duration `json:"retry_after,omitempty"`
 	// Script lists the faults of the next requests, one per request, before the rates
@@ -98,14 +138,8 @@ func (f Faults) validate() error {
 		default:
 			return fmt.Errorf("unknown endpoint %q (known: authorize, token, introspect, api)", ep)
 		}
-		if err := ef.validate(); err != nil {
+		if err := ef.validate(ep); err != nil {
 			return fmt.Errorf("%s: %w", ep, err)
-		}
-		if ep == EndpointAuthorize && (ef.DropAfterCommit > 0 || ef.GarbleAfterCommit > 0 ||
-			ef.Error500AfterCommit > 0 || containsAfterCommit(ef.Script)) {
-			// The authorise request commits nothing until the user answers the consent
-			// page, so an after-commit fault has no meaning there.
-			return fmt.Errorf("authorize: only latency and before-processing faults apply (error_500, error_503, error_429, drop_before)")
 		}
 	}
 	return nil
@@ -113,14 +147,19 @@ func (f Faults) validate() error {
 
 func (ef EndpointFaults) rates() []float64 {
 	return []float64{ef.Error500, ef.Error503, ef.Error429, ef.DropBefore,
-		ef.DropAfterCommit, ef.GarbleAfterCommit, ef.Error500AfterCommit}
+		ef.DropAfterCommit, ef.GarbleAfterCommit, ef.Error500AfterCommit,
+		ef.OmitRefreshToken, ef.WrongState, ef.MissingCode}
 }
 
-func (ef EndpointFaults) validate() error {
+func (ef EndpointFaults) validate(endpoint string) error {
 	sum := 0.0
 	for i, r := range ef.rates() {
+		k := faultKinds[i]
 		if r < 0 || r > 1 || math.IsNaN(r) {
-			return fmt.Errorf("rate %s = %v is not in [0, 1]", faultKinds[i], r)
+			return fmt.Errorf("rate %s = %v is not in [0, 1]", k.name, r)
+		}
+		if r > 0 && !kindApplies(i, endpoint) {
+			return fmt.Errorf("%s does not apply to this endpoint", k.name)
 		}
 		sum += r
 	}
@@ -140,28 +179,33 @@ func (ef EndpointFaults) validate() error {
 			return fmt.Errorf("latency needs 0 <= min <= max")
 		case lognormal && (l.P50 <= 0 || l.P99 < l.P50):
 			return fmt.Errorf("latency needs 0 < p50 <= p99")
+		case l.Max > Duration(maxLatency) || l.P99 > Duration(maxLatency):
+			return fmt.Errorf("latency above %s is not supported", maxLatency)
 		}
 	}
 	for _, k := range ef.Script {
-		if k != FaultNone && kindIndex(k) < 0 {
+		if k == FaultNone {
+			continue
+		}
+		i := kindIndex(k)
+		if i < 0 {
 			return fmt.Errorf("unknown fault %q in script", k)
+		}
+		if !kindApplies(i, endpoint) {
+			return fmt.Errorf("%s does not apply to this endpoint", k)
 		}
 	}
 	return nil
 }
 
-func containsAfterCommit(script []string) bool {
-	for _, k := range script {
-		if (decision{kind: k}).afterCommit() {
-			return true
-		}
-	}
-	return false
+func kindApplies(i int, endpoint string) bool {
+	eps := faultKinds[i].endpoints
+	return eps == nil || contains(eps, endpoint)
 }
 
 func kindIndex(k string) int {
 	for i, known := range faultKinds {
-		if known == k {
+		if known.name == k {
 			return i
 		}
 	}
@@ -175,21 +219,15 @@ type decision struct {
 	retryAfter time.Duration
 }
 
-func (d decision) afterCommit() bool {
-	switch d.kind {
-	case FaultDropAfterCommit, FaultGarbleAfterCommit, Fault500AfterCommit:
-		return true
+func (d decision) phase() faultPhase {
+	if i := kindIndex(d.kind); i >= 0 {
+		return faultKinds[i].phase
 	}
-	return false
+	return 0
 }
 
-func (d decision) beforeProcessing() bool {
-	switch d.kind {
-	case Fault500, Fault503, Fault429, FaultDropBefore:
-		return true
-	}
-	return false
-}
+func (d decision) afterCommit() bool      { return d.phase() == phaseAfter }
+func (d decision) beforeProcessing() bool { return d.phase() == phaseBefore }
 
 type faultInjector struct {
 	mu     sync.Mutex
@@ -253,7 +291,7 @@ func (fi *faultInjector) pick(endpoint string) decision {
 		for i, r := range ef.rates() {
 			acc += r
 			if r > 0 && u < acc {
-				d.kind = faultKinds[i]
+				d.kind = faultKinds[i].name
 				break
 			}
 		}
@@ -268,6 +306,7 @@ func (fi *faultInjector) pick(endpoint string) decision {
 			sigma := (math.Log(float64(l.P99)) - mu) / 2.326
 			d.latency = time.Duration(math.Exp(mu + sigma*fi.rng.NormFloat64()))
 		}
+		d.latency = min(d.latency, maxLatency)
 	}
 	d.retryAfter = time.Duration(ef.RetryAfter)
 	if d.retryAfter == 0 {
@@ -295,8 +334,15 @@ func (e *Emulator) Faults() Faults { return e.faults.get() }
 func (e *Emulator) applyBefore(w http.ResponseWriter, d decision, endpoint, retryKey, auth string, oauth bool) bool {
 	if d.latency > 0 {
 		// Not bound to the request's context: a server keeps working after the client
-		// gave up, which is what makes a timed-out refresh an unknown outcome.
-		time.Sleep(d.latency)
+		// gave up, which is what makes a timed-out refresh an unknown outcome. Only
+		// closing the emulator cuts the wait short, and then the request is dropped.
+		t := time.NewTimer(d.latency)
+		select {
+		case <-t.C:
+		case <-e.stop:
+			t.Stop()
+			panic(http.ErrAbortHandler)
+		}
 	}
 	if !d.beforeProcessing() {
 		return false
@@ -304,9 +350,10 @@ func (e *Emulator) applyBefore(w http.ResponseWriter, d decision, endpoint, retr
 	e.mu.Lock()
 	e.ledger.count(endpoint, "fault:"+d.kind)
 	if (d.kind == Fault503 || d.kind == Fault429) && retryKey != "" {
-		e.ledger.retryAfter[retryKey] = e.clock.Now().Add(d.retryAfter)
+		now := e.clock.Now()
+		e.ledger.promiseRetryAfter(retryKey, now.Add(d.retryAfter), now)
 	}
-	e.mu.Unlock()
+	e.unlock()
 	switch d.kind {
 	case FaultDropBefore:
 		panic(http.ErrAbortHandler) // closes the connection without a response
@@ -332,7 +379,7 @@ func (e *Emulator) applyAfter(w http.ResponseWriter, d decision, endpoint string
 	}
 	e.mu.Lock()
 	e.ledger.count(endpoint, "fault:"+d.kind)
-	e.mu.Unlock()
+	e.unlock()
 	switch d.kind {
 	case FaultDropAfterCommit:
 		panic(http.ErrAbortHandler)

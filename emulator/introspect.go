@@ -38,7 +38,7 @@ func (e *Emulator) handleIntrospect(w http.ResponseWriter, r *http.Request) {
 	retryKey := "introspect:" + c.ID
 	e.mu.Lock()
 	e.ledger.checkRetry(retryKey, "", e.clock.Now())
-	e.mu.Unlock()
+	e.unlock()
 	d := e.faults.pick(EndpointIntrospect)
 	if e.applyBefore(w, d, EndpointIntrospect, retryKey, "", true) {
 		return
@@ -59,7 +59,7 @@ func (e *Emulator) handleIntrospect(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	e.ledger.count(EndpointIntrospect, "ok")
-	e.mu.Unlock()
+	e.unlock()
 	if e.applyAfter(w, d, EndpointIntrospect, true) {
 		return
 	}

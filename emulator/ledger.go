@@ -1,6 +1,9 @@
 package emulator
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 )
@@ -25,6 +28,9 @@ const (
 	RuleClientAuthMethod = "client_auth_method"
 	// RulePKCEMissing: PKCE was missing, or used the plain method.
 	RulePKCEMissing = "pkce_missing"
+	// RuleAuthorizationCodeReuse: an authorization code that was already exchanged was
+	// presented again (RFC 6749 §4.1.2). Every token issued from it is revoked.
+	RuleAuthorizationCodeReuse = "authorization_code_reuse"
 )
 
 // Rules lists every rule the ledger checks.
@@ -32,7 +38,7 @@ func Rules() []string {
 	return []string{
 		RuleRefreshTokenReuse, RuleExpiredRefreshToken, RuleConcurrentRefresh,
 		RuleStaleAccessToken, RuleRetryAfterInvalidGrant, RuleRetryTooSoon,
-		RuleClientAuthMethod, RulePKCEMissing,
+		RuleClientAuthMethod, RulePKCEMissing, RuleAuthorizationCodeReuse,
 	}
 }
 
@@ -44,6 +50,12 @@ type Violation struct {
 	Authorisation string    `json:"authorisation"`
 	At            time.Time `json:"at"`
 	Detail        string    `json:"detail"`
+	// LostResponse is true when the client could not have known better: the response
+	// that would have told it (a rotation, say) was lost to an injected after-commit
+	// fault, or the client had given up waiting for it. Pleo enforces the rule all the
+	// same, so the authorisation may be dead; but the client did not break the rule by
+	// itself.
+	LostResponse bool `json:"lost_response,omitempty"`
 }
 
 // AuthorisationReport is one token family in the [Report].
@@ -76,28 +88,72 @@ type Report struct {
 	ViolationCounts map[string]int `json:"violation_counts"`
 	// ViolationsDropped counts violations not listed because of the limit.
 	ViolationsDropped int `json:"violations_dropped"`
+	// LostResponseViolations counts the violations, included in ViolationCounts, that
+	// followed a lost response (Violation.LostResponse). A client without bugs under
+	// after-commit faults has only these.
+	LostResponseViolations int `json:"lost_response_violations"`
 }
 
 // ledger records outcomes and violations. It is guarded by Emulator.mu.
 type ledger struct {
-	log        *slog.Logger
+	// pending holds log lines written while Emulator.mu is held; Emulator.unlock writes
+	// them after unlocking, so a slow log sink never stalls other requests.
+	pending    []pendingLog
 	max        int
 	counters   map[string]map[string]int64
 	violations []Violation
 	counts     map[string]int
 	dropped    int
+	lost       int
 	// retryAfter holds, per request key, the time before which a retry is too soon.
 	retryAfter map[string]time.Time
 }
 
-func newLedger(max int, log *slog.Logger) *ledger {
+func newLedger(max int) *ledger {
 	return &ledger{
-		log:        log,
 		max:        max,
 		counters:   map[string]map[string]int64{},
 		counts:     map[string]int{},
 		retryAfter: map[string]time.Time{},
 	}
+}
+
+type pendingLog struct {
+	level slog.Level
+	msg   string
+	args  []any
+}
+
+func (l *ledger) logLater(level slog.Level, msg string, args ...any) {
+	l.pending = append(l.pending, pendingLog{level, msg, args})
+}
+
+// unlock releases e.mu, then writes the log lines queued while it was held.
+func (e *Emulator) unlock() {
+	pending := e.ledger.pending
+	e.ledger.pending = nil
+	e.mu.Unlock()
+	for _, p := range pending {
+		e.log.Log(context.Background(), p.level, p.msg, p.args...)
+	}
+}
+
+// maxRetryKeys bounds the Retry-After promises kept; past it, those already past are
+// swept, so a client that draws many 503s cannot grow memory without bound.
+const maxRetryKeys = 10000
+
+func (l *ledger) promiseRetryAfter(key string, until, now time.Time) {
+	if len(l.retryAfter) >= maxRetryKeys {
+		for k, t := range l.retryAfter {
+			if !now.Before(t) {
+				delete(l.retryAfter, k)
+			}
+		}
+		if len(l.retryAfter) >= maxRetryKeys {
+			return // the client is hammering: its next retries go unchecked
+		}
+	}
+	l.retryAfter[key] = until
 }
 
 func (l *ledger) count(endpoint, outcome string) {
@@ -110,13 +166,22 @@ func (l *ledger) count(endpoint, outcome string) {
 }
 
 func (l *ledger) violate(rule, auth string, at time.Time, detail string) {
+	l.violateFlagged(false, rule, auth, at, detail)
+}
+
+// violateFlagged records a violation, flagged LostResponse when lostResponse is set.
+func (l *ledger) violateFlagged(lostResponse bool, rule, auth string, at time.Time, detail string) {
 	l.counts[rule]++
-	l.log.Warn("rule violated", "rule", rule, "authorisation", auth, "detail", detail)
+	if lostResponse {
+		l.lost++
+		detail += " (after a lost response)"
+	}
+	l.logLater(slog.LevelWarn, "rule violated", "rule", rule, "authorisation", auth, "detail", detail)
 	if len(l.violations) >= l.max {
 		l.dropped++
 		return
 	}
-	l.violations = append(l.violations, Violation{Rule: rule, Authorisation: auth, At: at, Detail: detail})
+	l.violations = append(l.violations, Violation{Rule: rule, Authorisation: auth, At: at, Detail: detail, LostResponse: lostResponse})
 }
 
 // checkRetry records a retry_too_soon violation if key was told to wait until after now.
@@ -137,15 +202,16 @@ func (l *ledger) checkRetry(key, auth string, now time.Time) {
 // Report returns a snapshot of the ledger.
 func (e *Emulator) Report() Report {
 	e.mu.Lock()
-	defer e.mu.Unlock()
+	defer e.unlock()
 	l := e.ledger
 	r := Report{
-		Now:               e.clock.Now(),
-		Counters:          map[string]map[string]int64{},
-		Authorisations:    make([]AuthorisationReport, 0, len(e.st.order)),
-		Violations:        append([]Violation{}, l.violations...),
-		ViolationCounts:   map[string]int{},
-		ViolationsDropped: l.dropped,
+		Now:                    e.clock.Now(),
+		Counters:               map[string]map[string]int64{},
+		Authorisations:         make([]AuthorisationReport, 0, len(e.st.order)),
+		Violations:             append([]Violation{}, l.violations...),
+		ViolationCounts:        map[string]int{},
+		ViolationsDropped:      l.dropped,
+		LostResponseViolations: l.lost,
 	}
 	for k, m := range l.counters {
 		cp := make(map[string]int64, len(m))
@@ -173,21 +239,19 @@ func (e *Emulator) Report() Report {
 }
 
 // Revoke revokes every token of the authorisation id, as when the user uninstalls the app
-// in Pleo. It fails if the authorisation is unknown. Revoking a revoked authorisation is a
+// in Pleo. It fails with [ErrUnknownAuthorisation] if the authorisation is unknown. Revoking a revoked authorisation is a
 // no-op.
 func (e *Emulator) Revoke(id string) error {
 	e.mu.Lock()
-	defer e.mu.Unlock()
+	defer e.unlock()
 	a := e.st.auths[id]
 	if a == nil {
-		return errUnknownAuthorisation(id)
+		return fmt.Errorf("%w %q", ErrUnknownAuthorisation, id)
 	}
 	e.revokeLocked(a, RevokedByUser, e.clock.Now())
 	return nil
 }
 
-type errUnknownAuthorisation string
-
-func (e errUnknownAuthorisation) Error() string {
-	return "emulator: unknown authorisation " + string(e)
-}
+// ErrUnknownAuthorisation is returned (wrapped) for an authorisation id the emulator has
+// never issued.
+var ErrUnknownAuthorisation = errors.New("emulator: unknown authorisation")

@@ -87,6 +87,7 @@ func (s *Server) Err() <-chan error { return s.errs }
 
 // Close stops the server at once, closing every connection. Requests in flight fail.
 func (s *Server) Close() error {
+	s.Emulator.Close()
 	var errs []error
 	for _, srv := range s.servers {
 		errs = append(errs, srv.Close())
@@ -102,6 +103,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for _, srv := range s.servers {
 		errs = append(errs, srv.Shutdown(ctx))
 	}
+	s.Emulator.Close()
 	s.wg.Wait()
 	return errors.Join(errs...)
 }

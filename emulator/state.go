@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"log/slog"
 	"strings"
 	"time"
 )
@@ -51,6 +52,9 @@ type token struct {
 	issuedAt  time.Time
 	expiresAt time.Time
 	status    tokenStatus
+	// rotationLost is set when the response of the refresh that rotated this token out
+	// never reached the client, so the client cannot know the token is dead.
+	rotationLost bool
 	// generation is the refresh count of the authorisation when the token was issued.
 	generation int
 }
@@ -87,6 +91,8 @@ type authCode struct {
 	auth        *authorisation
 	expiresAt   time.Time
 	used        bool
+	// exchangeLost is set when the response of the exchange never reached the client.
+	exchangeLost bool
 }
 
 // consentRequest is an authorise request waiting for the user's decision on the consent
@@ -100,6 +106,8 @@ type consentRequest struct {
 	scopes      []string
 	subject     string
 	expiresAt   time.Time
+	// fault is the variant fault drawn for this request (wrong_state, missing_code), or "".
+	fault string
 }
 
 type state struct {
@@ -156,9 +164,17 @@ func (e *Emulator) newAuthorisationLocked(c *Client, co *company, scopes []strin
 // issueLocked mints a new access and refresh token for a, marks the previous pair rotated
 // and makes the new pair current. scopes narrows the access token (RFC 6749 §6); nil means
 // the authorisation's scopes.
-func (e *Emulator) issueLocked(a *authorisation, scopes []string, now time.Time) (at, rt *token) {
+//
+// keepRT rotates the access token only: the current refresh token stays current and is
+// returned as rt.
+func (e *Emulator) issueLocked(a *authorisation, scopes []string, now time.Time, keepRT bool) (at, rt *token) {
 	if a.access != nil && a.access.status == tokenCurrent {
 		a.access.status = tokenRotated
+	}
+	if keepRT && a.refresh != nil {
+		at = e.mintLocked(a, accessToken, orDefault(scopes, a.scopes), now, now.Add(e.cfg.AccessTokenTTL))
+		a.access = at
+		return at, a.refresh
 	}
 	if a.refresh != nil && a.refresh.status == tokenCurrent {
 		a.refresh.status = tokenRotated
@@ -175,6 +191,13 @@ func (e *Emulator) issueLocked(a *authorisation, scopes []string, now time.Time)
 	a.access, a.refresh = at, rt
 	a.state = AuthorisationActive
 	return at, rt
+}
+
+func orDefault(scopes, def []string) []string {
+	if scopes == nil {
+		return def
+	}
+	return scopes
 }
 
 func (e *Emulator) mintLocked(a *authorisation, kind tokenKind, scopes []string, now, exp time.Time) *token {
@@ -228,5 +251,5 @@ func (e *Emulator) revokeLocked(a *authorisation, reason string, now time.Time) 
 			t.status = tokenRevoked
 		}
 	}
-	e.log.Info("authorisation revoked", "authorisation", a.id, "reason", reason)
+	e.ledger.logLater(slog.LevelInfo, "authorisation revoked", "authorisation", a.id, "reason", reason)
 }

@@ -13,7 +13,7 @@ import (
 // tokenResponse is the RFC 6749 §5.1 success body.
 type tokenResponse struct {
 	AccessToken  string `json:"access_token"`
-	RefreshToken string `json:"refresh_token"`
+	RefreshToken string `json:"refresh_token,omitempty"`
 	TokenType    string `json:"token_type"`
 	ExpiresIn    int64  `json:"expires_in"`
 	Scope        string `json:"scope"`
@@ -38,9 +38,9 @@ func (e *Emulator) handleToken(w http.ResponseWriter, r *http.Request) {
 	}
 	switch grant {
 	case "authorization_code":
-		e.codeGrant(w, client, form)
+		e.codeGrant(w, r, client, form)
 	case "refresh_token":
-		e.refreshGrant(w, client, form)
+		e.refreshGrant(w, r, client, form)
 	case "":
 		e.countAndFail(w, counterKey, errInvalidRequest("grant_type is required"))
 	default:
@@ -52,7 +52,7 @@ func (e *Emulator) handleToken(w http.ResponseWriter, r *http.Request) {
 func (e *Emulator) countAndFail(w http.ResponseWriter, counter string, oerr *oauthError) {
 	e.mu.Lock()
 	e.ledger.count(counter, oerr.code)
-	e.mu.Unlock()
+	e.unlock()
 	writeOAuthError(w, oerr)
 }
 
@@ -80,20 +80,20 @@ func (e *Emulator) authenticateClient(r *http.Request, form url.Values) (*Client
 			e.mu.Lock()
 			e.ledger.violate(RuleClientAuthMethod, "", e.clock.Now(),
 				"client "+strconvQuote(id)+" sent its credentials in the body; Pleo requires client_secret_basic")
-			e.mu.Unlock()
+			e.unlock()
 			return nil, errInvalidClient("client credentials in the request body are not supported; use HTTP Basic (client_secret_basic)")
 		}
 	}
 	e.mu.Lock()
 	c := e.clients[id]
-	e.mu.Unlock()
+	e.unlock()
 	if c == nil || subtle.ConstantTimeCompare([]byte(c.Secret), []byte(secret)) != 1 {
 		return nil, errInvalidClient("client authentication failed")
 	}
 	return c, nil
 }
 
-func (e *Emulator) codeGrant(w http.ResponseWriter, c *Client, form url.Values) {
+func (e *Emulator) codeGrant(w http.ResponseWriter, r *http.Request, c *Client, form url.Values) {
 	code, redirectURI, verifier := form.Get("code"), form.Get("redirect_uri"), form.Get("code_verifier")
 	switch {
 	case code == "":
@@ -105,7 +105,7 @@ func (e *Emulator) codeGrant(w http.ResponseWriter, c *Client, form url.Values) 
 	case verifier == "":
 		e.mu.Lock()
 		e.ledger.violate(RulePKCEMissing, e.authOfCode(code), e.clock.Now(), "code exchange without code_verifier")
-		e.mu.Unlock()
+		e.unlock()
 		e.countAndFail(w, "authorization_code", errInvalidRequest("code_verifier is required (PKCE, RFC 7636 §4.5)"))
 		return
 	case !validPKCEString(verifier):
@@ -116,28 +116,16 @@ func (e *Emulator) codeGrant(w http.ResponseWriter, c *Client, form url.Values) 
 	e.mu.Lock()
 	auth := e.authOfCode(code)
 	e.ledger.checkRetry("code:"+code, auth, e.clock.Now())
-	e.mu.Unlock()
+	e.unlock()
 	if e.applyBefore(w, d, "authorization_code", "code:"+code, auth, true) {
 		return
 	}
 
 	e.mu.Lock()
-	now := e.clock.Now()
-	resp, oerr := e.exchangeLocked(c, code, redirectURI, verifier, now)
-	if oerr != nil {
-		e.ledger.count("authorization_code", oerr.code)
-	} else {
-		e.ledger.count("authorization_code", "ok")
-	}
-	e.mu.Unlock()
-	if oerr != nil {
-		writeOAuthError(w, oerr)
-		return
-	}
-	if e.applyAfter(w, d, "authorization_code", true) {
-		return
-	}
-	writeJSON(w, http.StatusOK, resp)
+	res := e.exchangeLocked(c, code, redirectURI, verifier, e.clock.Now())
+	e.ledger.count("authorization_code", res.outcome())
+	e.unlock()
+	e.respond(w, r, d, "authorization_code", res)
 }
 
 func (e *Emulator) authOfCode(code string) string {
@@ -147,39 +135,105 @@ func (e *Emulator) authOfCode(code string) string {
 	return ""
 }
 
-func (e *Emulator) exchangeLocked(c *Client, code, redirectURI, verifier string, now time.Time) (*tokenResponse, *oauthError) {
+func (e *Emulator) exchangeLocked(c *Client, code, redirectURI, verifier string, now time.Time) grantResult {
 	ac := e.st.codes[code]
 	switch {
 	case ac == nil || ac.clientID != c.ID:
-		return nil, errInvalidGrant("the authorization code is unknown")
+		return failed(errInvalidGrant("the authorization code is unknown"))
 	case ac.used:
 		// RFC 6749 §4.1.2: a replayed code should revoke every token issued from it.
+		e.ledger.violateFlagged(ac.exchangeLost, RuleAuthorizationCodeReuse, ac.auth.id, now,
+			"presented an authorization code that was already exchanged")
 		e.revokeLocked(ac.auth, RevokedAuthorizationCodeUsed, now)
-		return nil, errInvalidGrant("the authorization code was already used; its tokens are revoked")
-	case ac.auth.state == AuthorisationRevoked:
-		// Revoked before the exchange (by the user, or with the installation): issuing
-		// tokens now would bring the authorisation back to life.
-		return nil, errInvalidGrant("the authorisation has been revoked")
+		return failed(errInvalidGrant("the authorization code was already used; its tokens are revoked"))
 	case !now.Before(ac.expiresAt):
-		return nil, errInvalidGrant("the authorization code has expired")
+		return failed(errInvalidGrant("the authorization code has expired"))
 	case ac.redirectURI != redirectURI:
-		return nil, errInvalidGrant("redirect_uri does not match the authorization request")
+		return failed(errInvalidGrant("redirect_uri does not match the authorization request"))
 	case !pkceMatches(verifier, ac.challenge):
-		return nil, errInvalidGrant("code_verifier does not match the code_challenge")
+		return failed(errInvalidGrant("code_verifier does not match the code_challenge"))
+	case ac.auth.state == AuthorisationRevoked:
+		// Revoked between consent and exchange: the code must not revive it.
+		return failed(errInvalidGrant("the authorisation has been revoked"))
 	}
 	ac.used = true
-	at, rt := e.issueLocked(ac.auth, nil, now)
-	return e.responseFor(at, rt), nil
+	at, rt := e.issueLocked(ac.auth, nil, now, false)
+	return grantResult{resp: e.responseFor(at, rt), code: ac}
 }
 
+// responseFor is the success body; rt nil means the refresh token is not rotated and so
+// not sent (the omit_refresh_token fault).
 func (e *Emulator) responseFor(at, rt *token) *tokenResponse {
-	return &tokenResponse{
-		AccessToken: at.value, RefreshToken: rt.value, TokenType: "Bearer",
+	resp := &tokenResponse{
+		AccessToken: at.value, TokenType: "Bearer",
 		ExpiresIn: int64(e.cfg.AccessTokenTTL / time.Second), Scope: strings.Join(at.scopes, " "),
+	}
+	if rt != nil {
+		resp.RefreshToken = rt.value
+	}
+	return resp
+}
+
+// grantResult is what one token request did. The bookkeeping that depends on whether the
+// client received the answer (see settle) happens after the response is written.
+type grantResult struct {
+	resp       *tokenResponse
+	oerr       *oauthError
+	superseded []*token       // tokens this request rotated out
+	dead       *authorisation // answered invalid_grant because it is revoked
+	code       *authCode      // the code this request exchanged
+}
+
+func failed(oerr *oauthError) grantResult { return grantResult{oerr: oerr} }
+
+func (g grantResult) outcome() string {
+	if g.oerr != nil {
+		return g.oerr.code
+	}
+	return "ok"
+}
+
+// respond answers a token request, or loses the answer if d is an after-commit fault,
+// then settles what depends on delivery.
+func (e *Emulator) respond(w http.ResponseWriter, r *http.Request, d decision, counter string, g grantResult) {
+	if d.afterCommit() {
+		e.settle(g, false)
+		e.applyAfter(w, d, counter, true) // a drop does not return
+		return
+	}
+	var err error
+	if g.oerr != nil {
+		err = writeOAuthError(w, g.oerr)
+	} else {
+		err = writeJSON(w, http.StatusOK, g.resp)
+	}
+	// A client that gave up (a timeout while the request waited) has closed its
+	// connection, which cancels the request's context.
+	e.settle(g, err == nil && r.Context().Err() == nil)
+}
+
+// settle records whether the client could have learnt what a token request did. A
+// client that never received a rotation cannot know its tokens were superseded, and one
+// that never received invalid_grant cannot know the authorisation is dead: the
+// violations that follow are flagged lost_response, or not recorded at all.
+func (e *Emulator) settle(g grantResult, delivered bool) {
+	e.mu.Lock()
+	defer e.unlock()
+	if !delivered {
+		for _, t := range g.superseded {
+			t.rotationLost = true
+		}
+		if g.code != nil {
+			g.code.exchangeLost = true
+		}
+		return
+	}
+	if g.dead != nil {
+		g.dead.deadNotified = true
 	}
 }
 
-func (e *Emulator) refreshGrant(w http.ResponseWriter, c *Client, form url.Values) {
+func (e *Emulator) refreshGrant(w http.ResponseWriter, r *http.Request, c *Client, form url.Values) {
 	presented := form.Get("refresh_token")
 	if presented == "" {
 		e.countAndFail(w, "refresh_token", errInvalidRequest("refresh_token is required"))
@@ -207,12 +261,12 @@ func (e *Emulator) refreshGrant(w http.ResponseWriter, c *Client, form url.Value
 		}
 		a.inflight++
 	}
-	e.mu.Unlock()
+	e.unlock()
 	if a != nil {
 		defer func() {
 			e.mu.Lock()
 			a.inflight--
-			e.mu.Unlock()
+			e.unlock()
 		}()
 	}
 
@@ -221,28 +275,21 @@ func (e *Emulator) refreshGrant(w http.ResponseWriter, c *Client, form url.Value
 		return
 	}
 	e.mu.Lock()
-	resp, oerr := e.rotateLocked(c, presented, requested, e.clock.Now())
-	if oerr != nil {
-		e.ledger.count("refresh_token", oerr.code)
-	} else {
-		e.ledger.count("refresh_token", "ok")
+	res := e.rotateLocked(c, presented, requested, e.clock.Now(), d.kind == FaultOmitRefreshToken)
+	e.ledger.count("refresh_token", res.outcome())
+	if d.kind == FaultOmitRefreshToken && res.oerr == nil {
+		e.ledger.count("refresh_token", "fault:"+FaultOmitRefreshToken)
 	}
-	e.mu.Unlock()
-	if oerr != nil {
-		writeOAuthError(w, oerr)
-		return
-	}
-	if e.applyAfter(w, d, "refresh_token", true) {
-		return
-	}
-	writeJSON(w, http.StatusOK, resp)
+	e.unlock()
+	e.respond(w, r, d, "refresh_token", res)
 }
 
-// rotateLocked applies Pleo's refresh rules to one presented refresh token.
-func (e *Emulator) rotateLocked(c *Client, presented string, requested []string, now time.Time) (*tokenResponse, *oauthError) {
+// rotateLocked applies Pleo's refresh rules to one presented refresh token. keepRT
+// answers with a new access token only, leaving the refresh token as it is.
+func (e *Emulator) rotateLocked(c *Client, presented string, requested []string, now time.Time, keepRT bool) grantResult {
 	t := e.st.tokens[presented]
 	if t == nil || t.kind != refreshToken || t.auth.clientID != c.ID {
-		return nil, errInvalidGrant("the refresh token is unknown")
+		return failed(errInvalidGrant("the refresh token is unknown"))
 	}
 	a := t.auth
 	if a.state == AuthorisationRevoked {
@@ -250,35 +297,39 @@ func (e *Emulator) rotateLocked(c *Client, presented string, requested []string,
 			e.ledger.violate(RuleRetryAfterInvalidGrant, a.id, now,
 				"refresh of an authorisation that was already answered invalid_grant (revoked: "+a.revokedReason+")")
 		}
-		a.deadNotified = true
-		return nil, errInvalidGrant("the authorisation has been revoked")
+		return grantResult{oerr: errInvalidGrant("the authorisation has been revoked"), dead: a}
 	}
 	if t.status == tokenRotated {
-		e.ledger.violate(RuleRefreshTokenReuse, a.id, now,
+		e.ledger.violateFlagged(t.rotationLost, RuleRefreshTokenReuse, a.id, now,
 			"presented the refresh token of generation "+itoa(t.generation)+"; the current generation is "+itoa(a.refreshes))
 		e.revokeLocked(a, RevokedRefreshTokenReuse, now)
-		a.deadNotified = true
-		return nil, errInvalidGrant("the refresh token was already used; every token of the authorisation is revoked")
+		return grantResult{oerr: errInvalidGrant("the refresh token was already used; every token of the authorisation is revoked"), dead: a}
 	}
 	if !now.Before(t.expiresAt) {
 		e.ledger.violate(RuleExpiredRefreshToken, a.id, now,
 			"presented a refresh token that expired "+now.Sub(t.expiresAt).Round(time.Second).String()+" ago")
 		e.revokeLocked(a, RevokedExpiredRefreshToken, now)
-		a.deadNotified = true
-		return nil, errInvalidGrant("the refresh token has expired; every refresh token of the authorisation is revoked")
+		return grantResult{oerr: errInvalidGrant("the refresh token has expired; every refresh token of the authorisation is revoked"), dead: a}
 	}
 	if requested != nil {
 		if len(requested) == 0 {
-			// As at /oauth/authorize: an empty scope would mint a token that can do nothing.
-			return nil, &oauthError{http.StatusBadRequest, "invalid_scope", "scope is empty"}
+			// As at /oauth/authorize: a blank scope would mint a token that can do nothing.
+			return failed(&oauthError{http.StatusBadRequest, "invalid_scope", "scope is blank"})
 		}
 		if missing, ok := subsetOf(requested, a.scopes); !ok {
-			return nil, &oauthError{http.StatusBadRequest, "invalid_scope", "scope " + strconvQuote(missing) + " exceeds the scope of the grant"}
+			return failed(&oauthError{http.StatusBadRequest, "invalid_scope", "scope " + strconvQuote(missing) + " exceeds the scope of the grant"})
 		}
 	}
+	superseded := []*token{a.access, a.refresh}
+	if keepRT {
+		superseded = superseded[:1]
+	}
 	a.refreshes++
-	at, rt := e.issueLocked(a, requested, now)
-	return e.responseFor(at, rt), nil
+	at, rt := e.issueLocked(a, requested, now, keepRT)
+	if keepRT {
+		rt = nil
+	}
+	return grantResult{resp: e.responseFor(at, rt), superseded: superseded}
 }
 
 // pkceMatches reports whether BASE64URL(SHA256(verifier)) == challenge (RFC 7636 §4.6).

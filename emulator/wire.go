@@ -41,21 +41,22 @@ func errInvalidClient(desc string) *oauthError {
 
 // writeJSON writes v with the no-store headers that RFC 6749 §5.1 requires of every token
 // endpoint response, which are harmless elsewhere.
-func writeJSON(w http.ResponseWriter, status int, v any) {
+// It returns the error of writing the body, if any.
+func writeJSON(w http.ResponseWriter, status int, v any) error {
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("Cache-Control", "no-store")
 	h.Set("Pragma", "no-cache")
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
+	return json.NewEncoder(w).Encode(v)
 }
 
-func writeOAuthError(w http.ResponseWriter, err *oauthError) {
+func writeOAuthError(w http.ResponseWriter, err *oauthError) error {
 	if err.status == http.StatusUnauthorized {
 		// RFC 6749 §5.2: a failed HTTP Basic authentication must carry the challenge.
 		w.Header().Set("WWW-Authenticate", `Basic realm="pleo-emulator", charset="UTF-8"`)
 	}
-	writeJSON(w, err.status, map[string]string{"error": err.code, "error_description": err.desc})
+	return writeJSON(w, err.status, map[string]string{"error": err.code, "error_description": err.desc})
 }
 
 // readForm reads an application/x-www-form-urlencoded POST body strictly: a bounded size,
@@ -97,7 +98,18 @@ func parseStrictForm(raw string) (url.Values, *oauthError) {
 		sort.Strings(repeated)
 		return nil, errInvalidRequest("parameter %q is repeated", repeated[0])
 	}
+	dropEmpty(v)
 	return v, nil
+}
+
+// dropEmpty removes parameters sent without a value: RFC 6749 §3.1 and §3.2 say they
+// must be treated as if they were omitted.
+func dropEmpty(v url.Values) {
+	for k, vals := range v {
+		if len(vals) == 1 && vals[0] == "" {
+			delete(v, k)
+		}
+	}
 }
 
 // parseBasic decodes an HTTP Basic Authorization header whose user and password were

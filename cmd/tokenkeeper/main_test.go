@@ -277,7 +277,7 @@ func TestMain_EmulatorDemoClient(t *testing.T) {
 		t.Fatalf("emulator exit = %d, want 0; stderr:\n%s", code, emu.stderr)
 	}
 	lines := strings.Split(strings.TrimSuffix(emu.stdout.String(), "\n"), "\n")
-	d := emulator.DemoClient
+	d := emulator.DemoClient()
 	if len(lines) != 2 || !strings.Contains(lines[1], "id="+d.ID) || !strings.Contains(lines[1], "secret="+d.Secret) ||
 		!strings.Contains(lines[1], d.RedirectURIs[0]) {
 		t.Errorf("stdout = %q, want a second line naming the demo client", lines)
