@@ -103,7 +103,8 @@ type Config struct {
 // http.Handler set: [Emulator.Handler] serves everything on one listener, or
 // [Emulator.AuthHandler] and [Emulator.APIHandler] can be split across two.
 //
-// All methods are safe for concurrent use.
+// Create one with [New]; the zero value is not usable. All methods are safe for
+// concurrent use.
 type Emulator struct {
 	cfg    Config
 	log    *slog.Logger

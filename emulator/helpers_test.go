@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tokenkeeper/tokenkeeper/emulator"
 )
@@ -423,4 +424,41 @@ func mustRefresh(t testing.TB, srv *emulator.Server, rt string) tokens {
 	t.Helper()
 	status, body := refresh(t, srv, rt)
 	return tokensFrom(t, status, body)
+}
+
+// Helpers for the delivery and variant tests (lost responses, Close, variant faults).
+
+// flagged is a violation's rule and whether it followed a lost response.
+type flagged struct {
+	Rule         string
+	LostResponse bool
+}
+
+// flaggedViolations returns the ledger's violations, in order, as rules with their
+// lost-response flag.
+func flaggedViolations(srv *emulator.Server) []flagged {
+	var out []flagged
+	for _, v := range srv.Report().Violations {
+		out = append(out, flagged{v.Rule, v.LostResponse})
+	}
+	return out
+}
+
+// waitFor polls cond every few milliseconds until it holds. The 5 s bound only keeps a
+// broken emulator from hanging the test; it asserts nothing about speed.
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited 5s for %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// scriptConsumed reports whether the script of endpoint is spent: the request that drew
+// its last entry has passed the fault injector (and sleeps in any latency it drew).
+func scriptConsumed(srv *emulator.Server, endpoint string) func() bool {
+	return func() bool { return len(srv.Faults()[endpoint].Script) == 0 }
 }

@@ -77,8 +77,9 @@ type Report struct {
 	Now time.Time `json:"now"`
 	// Counters counts outcomes per endpoint or grant type: "authorization_code",
 	// "refresh_token", "token" (requests that named no valid grant), "introspect",
-	// "authorize" and "api". An outcome is "ok", an RFC 6749 or RFC 6750 error code, or
-	// "fault:KIND" for an injected fault.
+	// "authorize" and "api". An outcome is "ok", an RFC 6749 or RFC 6750 error code
+	// ("invalid_grant", "invalid_token", ...), an HTTP status for other API errors
+	// ("400", "404"), or "fault:KIND" for an injected fault.
 	Counters map[string]map[string]int64 `json:"counters"`
 	// Authorisations lists every token family, oldest first.
 	Authorisations []AuthorisationReport `json:"authorisations"`

@@ -61,7 +61,8 @@ func TestNaiveClient(t *testing.T) {
 	t.Run("ConcurrentRefreshOfOneToken", func(t *testing.T) {
 		srv := startServer(t, emulator.Config{AutoApprove: true})
 		tok := connect(t, srv)
-		slowTokenEndpoint(t, srv, 50*time.Millisecond)
+		// Long enough that the two requests overlap on the wire even on a loaded machine.
+		slowTokenEndpoint(t, srv, 250*time.Millisecond)
 
 		start := make(chan struct{})
 		results := make([]refreshResult, 2)

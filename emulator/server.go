@@ -12,7 +12,8 @@ import (
 )
 
 // Server is an [Emulator] listening on real TCP sockets, in the manner of
-// httptest.Server. Its URLs have no trailing slash.
+// httptest.Server. Its URLs have no trailing slash. Create one with [NewServer] or
+// [Listen]; the zero value is not usable. Its methods are safe for concurrent use.
 type Server struct {
 	*Emulator
 	// URL is the authorisation server's base URL (…/oauth/authorize, …/oauth/token).

@@ -123,7 +123,6 @@ func (e *Emulator) codeGrant(w http.ResponseWriter, r *http.Request, c *Client, 
 
 	e.mu.Lock()
 	res := e.exchangeLocked(c, code, redirectURI, verifier, e.clock.Now())
-	e.ledger.count("authorization_code", res.outcome())
 	e.unlock()
 	e.respond(w, r, d, "authorization_code", res)
 }
@@ -182,6 +181,7 @@ type grantResult struct {
 	superseded []*token       // tokens this request rotated out
 	dead       *authorisation // answered invalid_grant because it is revoked
 	code       *authCode      // the code this request exchanged
+	inflight   *authorisation // whose in-flight mark settle releases (a refresh)
 }
 
 func failed(oerr *oauthError) grantResult { return grantResult{oerr: oerr} }
@@ -197,7 +197,7 @@ func (g grantResult) outcome() string {
 // then settles what depends on delivery.
 func (e *Emulator) respond(w http.ResponseWriter, r *http.Request, d decision, counter string, g grantResult) {
 	if d.afterCommit() {
-		e.settle(g, false)
+		e.settle(counter, g, false)
 		e.applyAfter(w, d, counter, true) // a drop does not return
 		return
 	}
@@ -209,16 +209,24 @@ func (e *Emulator) respond(w http.ResponseWriter, r *http.Request, d decision, c
 	}
 	// A client that gave up (a timeout while the request waited) has closed its
 	// connection, which cancels the request's context.
-	e.settle(g, err == nil && r.Context().Err() == nil)
+	e.settle(counter, g, err == nil && r.Context().Err() == nil)
 }
 
 // settle records whether the client could have learnt what a token request did. A
 // client that never received a rotation cannot know its tokens were superseded, and one
 // that never received invalid_grant cannot know the authorisation is dead: the
 // violations that follow are flagged lost_response, or not recorded at all.
-func (e *Emulator) settle(g grantResult, delivered bool) {
+//
+// The outcome is counted and the in-flight mark released here, under the same lock: a
+// request counted in the report is done with, so a test (or a client that gave up) that
+// waits for the count and then retries is judged on the settled state.
+func (e *Emulator) settle(counter string, g grantResult, delivered bool) {
 	e.mu.Lock()
 	defer e.unlock()
+	e.ledger.count(counter, g.outcome())
+	if g.inflight != nil {
+		g.inflight.inflight--
+	}
 	if !delivered {
 		for _, t := range g.superseded {
 			t.rotationLost = true
@@ -262,11 +270,16 @@ func (e *Emulator) refreshGrant(w http.ResponseWriter, r *http.Request, c *Clien
 		a.inflight++
 	}
 	e.unlock()
+	// settle releases the mark once the grant ran; this defer does on every other way
+	// out (a before-processing fault or drop, or Close cutting a latency short).
+	release := a
 	if a != nil {
 		defer func() {
-			e.mu.Lock()
-			a.inflight--
-			e.unlock()
+			if release != nil {
+				e.mu.Lock()
+				release.inflight--
+				e.unlock()
+			}
 		}()
 	}
 
@@ -276,11 +289,11 @@ func (e *Emulator) refreshGrant(w http.ResponseWriter, r *http.Request, c *Clien
 	}
 	e.mu.Lock()
 	res := e.rotateLocked(c, presented, requested, e.clock.Now(), d.kind == FaultOmitRefreshToken)
-	e.ledger.count("refresh_token", res.outcome())
 	if d.kind == FaultOmitRefreshToken && res.oerr == nil {
 		e.ledger.count("refresh_token", "fault:"+FaultOmitRefreshToken)
 	}
 	e.unlock()
+	res.inflight, release = a, nil
 	e.respond(w, r, d, "refresh_token", res)
 }
 

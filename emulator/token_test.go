@@ -448,9 +448,12 @@ func TestToken_JWTTokens(t *testing.T) {
 		t.Fatalf("payload %s: %v", raw, err)
 	}
 	expiresIn, _ := body["expires_in"].(float64)
-	naiveExp := srv.Now().Add(time.Duration(expiresIn) * time.Second).Unix()
-	if d := claims.Exp - naiveExp; d > -60 && d < 60 {
-		t.Errorf("payload exp %d agrees with now+expires_in %d; it must disagree", claims.Exp, naiveExp)
+	if expiresIn <= 0 || claims.Iat == 0 {
+		t.Fatalf("expires_in %v, payload iat %d; want both set", body["expires_in"], claims.Iat)
+	}
+	// The embedded exp lies: it is an hour later than the real expiry, iat + expires_in.
+	if late := claims.Exp - (claims.Iat + int64(expiresIn)); late < 3600-5 || late > 3600+5 {
+		t.Errorf("payload exp %d is %ds after iat %d + expires_in %v, want 3600s ± 5s", claims.Exp, late, claims.Iat, expiresIn)
 	}
 	if status, _, _ := apiGet(t, srv, "/v1/introspect", tok.Access); status != http.StatusOK {
 		t.Errorf("API with a JWT-shaped token: %d, want 200", status)

@@ -227,7 +227,7 @@ func (e *violationsError) Error() string {
 	if n == 1 {
 		noun = "violation"
 	}
-	return fmt.Sprintf("the emulator recorded %d rule %s: %s", n, noun, violationSummary(e.report.ViolationCounts))
+	return fmt.Sprintf("the client broke Pleo's rules: %d %s it is to blame for (all recorded: %s)", n, noun, violationSummary(e.report.ViolationCounts))
 }
 
 // runEmulatorReport runs `tokenkeeper emulator report`.

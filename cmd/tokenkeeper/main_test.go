@@ -376,3 +376,87 @@ func TestMain_EnvReportURL(t *testing.T) {
 		t.Errorf("exit %d, stderr %q; want 1 and a message naming http://127.0.0.1:1", code, stderr)
 	}
 }
+
+// connectEmulator runs the authorization-code flow with PKCE for the client
+// id:secret:http://127.0.0.1:1/cb against an auto-approving emulator and returns the
+// refresh token.
+func connectEmulator(t *testing.T, emu *runningEmulator) string {
+	t.Helper()
+	vb := make([]byte, 32)
+	_, _ = rand.Read(vb)
+	verifier := base64.RawURLEncoding.EncodeToString(vb)
+	sum := sha256.Sum256([]byte(verifier))
+	q := url.Values{
+		"response_type": {"code"}, "client_id": {"id"}, "redirect_uri": {"http://127.0.0.1:1/cb"},
+		"state": {"st"}, "scope": {"users:read"}, "code_challenge_method": {"S256"},
+		"code_challenge": {base64.RawURLEncoding.EncodeToString(sum[:])},
+	}
+	resp, err := noRedirects.Get(emu.auth + "/oauth/authorize?" + q.Encode())
+	if err != nil {
+		t.Fatalf("authorize: %v", err)
+	}
+	resp.Body.Close()
+	loc, _ := url.Parse(resp.Header.Get("Location"))
+	status, body := tokenRequest(t, emu.auth, url.Values{
+		"grant_type": {"authorization_code"}, "code": {loc.Query().Get("code")},
+		"redirect_uri": {"http://127.0.0.1:1/cb"}, "code_verifier": {verifier},
+	})
+	rt, _ := body["refresh_token"].(string)
+	if status != http.StatusOK || rt == "" {
+		t.Fatalf("code exchange: status %d, body %v", status, body)
+	}
+	return rt
+}
+
+// TestMain_EmulatorReportLostResponse checks that `emulator report` does not fail on a
+// violation that followed a lost response, which a correct client cannot avoid, and does
+// fail on the next one, which the client is to blame for.
+func TestMain_EmulatorReportLostResponse(t *testing.T) {
+	t.Parallel()
+	emu := startEmulator(t, "emulator", "--listen", "127.0.0.1:0", "--auto-approve", "--quiet",
+		"--client", "id:secret:http://127.0.0.1:1/cb")
+	refresh1 := connectEmulator(t, emu)
+
+	req, _ := http.NewRequest(http.MethodPut, emu.control+"/faults", strings.NewReader(`{"token":{"script":["drop_after_commit"]}}`))
+	if status, body := do(t, req); status != http.StatusOK {
+		t.Fatalf("PUT /faults: status %d, body %v", status, body)
+	}
+	// The refresh commits, then the connection drops: the client never sees the new tokens.
+	form := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {refresh1}}
+	req, _ = http.NewRequest(http.MethodPost, emu.auth+"/oauth/token", strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.SetBasicAuth("id", "secret")
+	oneShot := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
+	if resp, err := oneShot.Do(req); err == nil {
+		resp.Body.Close()
+		t.Fatalf("refresh with drop_after_commit: status %d, want a dropped connection", resp.StatusCode)
+	}
+	// So it presents the old refresh token again: reuse, after a lost response.
+	status, body := tokenRequest(t, emu.auth, form)
+	if status != http.StatusBadRequest || body["error"] != "invalid_grant" {
+		t.Fatalf("reused refresh: status %d, body %v; want 400 invalid_grant", status, body)
+	}
+
+	code, stdout, stderr := run(t, "emulator", "report", "--url", emu.auth)
+	if code != exitOK {
+		t.Errorf("report after a lost-response violation: exit %d, want 0; stderr:\n%s", code, stderr)
+	}
+	for _, want := range []string{"followed a lost response", emulator.RuleRefreshTokenReuse} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("report does not contain %q:\n%s", want, stdout)
+		}
+	}
+
+	// Told invalid_grant, the client tries again: that one is its own fault.
+	status, body = tokenRequest(t, emu.auth, form)
+	if status != http.StatusBadRequest || body["error"] != "invalid_grant" {
+		t.Fatalf("refresh after invalid_grant: status %d, body %v; want 400 invalid_grant", status, body)
+	}
+	code, stdout, stderr = run(t, "emulator", "report", "--url", emu.auth)
+	if code != exitViolations {
+		t.Errorf("report after a blamed violation: exit %d, want 3; stderr:\n%s", code, stderr)
+	}
+	if !strings.Contains(stdout, emulator.RuleRetryAfterInvalidGrant) {
+		t.Errorf("report does not contain %q:\n%s", emulator.RuleRetryAfterInvalidGrant, stdout)
+	}
+}
