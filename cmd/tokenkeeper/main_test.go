@@ -151,34 +151,9 @@ func TestMain_Emulator(t *testing.T) {
 		"--client", "id:secret:http://127.0.0.1:1/cb", "--access-token-ttl", "2m")
 
 	// Authorization code + PKCE (RFC 7636), auto-approved.
-	vb := make([]byte, 32)
-	_, _ = rand.Read(vb)
-	verifier := base64.RawURLEncoding.EncodeToString(vb)
-	sum := sha256.Sum256([]byte(verifier))
-	q := url.Values{
-		"response_type": {"code"}, "client_id": {"id"}, "redirect_uri": {"http://127.0.0.1:1/cb"},
-		"state": {"st"}, "scope": {"users:read"}, "code_challenge_method": {"S256"},
-		"code_challenge": {base64.RawURLEncoding.EncodeToString(sum[:])},
-	}
-	resp, err := noRedirects.Get(emu.auth + "/oauth/authorize?" + q.Encode())
-	if err != nil {
-		t.Fatalf("authorize: %v", err)
-	}
-	resp.Body.Close()
-	loc, _ := url.Parse(resp.Header.Get("Location"))
-	code := loc.Query().Get("code")
-	if resp.StatusCode != http.StatusSeeOther || code == "" || loc.Query().Get("state") != "st" {
-		t.Fatalf("authorize: status %d, Location %q; want 303 with a code and state=st", resp.StatusCode, loc)
-	}
-	status, body := tokenRequest(t, emu.auth, url.Values{
-		"grant_type": {"authorization_code"}, "code": {code},
-		"redirect_uri": {"http://127.0.0.1:1/cb"}, "code_verifier": {verifier},
-	})
+	body := connectEmulator(t, emu)
 	access, _ := body["access_token"].(string)
 	refresh1, _ := body["refresh_token"].(string)
-	if status != http.StatusOK || access == "" || refresh1 == "" {
-		t.Fatalf("code exchange: status %d, body %v", status, body)
-	}
 	if got := body["expires_in"]; got != 120.0 {
 		t.Errorf("expires_in = %v, want 120 (--access-token-ttl 2m)", got)
 	}
@@ -213,7 +188,7 @@ func TestMain_Emulator(t *testing.T) {
 	})
 
 	// Rotate once, then present the rotated-out refresh token again: reuse.
-	status, body = tokenRequest(t, emu.auth, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {refresh1}})
+	status, body := tokenRequest(t, emu.auth, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {refresh1}})
 	if status != http.StatusOK {
 		t.Fatalf("first refresh: status %d, body %v", status, body)
 	}
@@ -378,9 +353,9 @@ func TestMain_EnvReportURL(t *testing.T) {
 }
 
 // connectEmulator runs the authorization-code flow with PKCE for the client
-// id:secret:http://127.0.0.1:1/cb against an auto-approving emulator and returns the
-// refresh token.
-func connectEmulator(t *testing.T, emu *runningEmulator) string {
+// id:secret:http://127.0.0.1:1/cb against an auto-approving emulator, checks that it
+// succeeded, and returns the token response.
+func connectEmulator(t *testing.T, emu *runningEmulator) map[string]any {
 	t.Helper()
 	vb := make([]byte, 32)
 	_, _ = rand.Read(vb)
@@ -397,15 +372,18 @@ func connectEmulator(t *testing.T, emu *runningEmulator) string {
 	}
 	resp.Body.Close()
 	loc, _ := url.Parse(resp.Header.Get("Location"))
+	code := loc.Query().Get("code")
+	if resp.StatusCode != http.StatusSeeOther || code == "" || loc.Query().Get("state") != "st" {
+		t.Fatalf("authorize: status %d, Location %q; want 303 with a code and state=st", resp.StatusCode, loc)
+	}
 	status, body := tokenRequest(t, emu.auth, url.Values{
-		"grant_type": {"authorization_code"}, "code": {loc.Query().Get("code")},
+		"grant_type": {"authorization_code"}, "code": {code},
 		"redirect_uri": {"http://127.0.0.1:1/cb"}, "code_verifier": {verifier},
 	})
-	rt, _ := body["refresh_token"].(string)
-	if status != http.StatusOK || rt == "" {
+	if status != http.StatusOK || body["access_token"] == nil || body["refresh_token"] == nil {
 		t.Fatalf("code exchange: status %d, body %v", status, body)
 	}
-	return rt
+	return body
 }
 
 // TestMain_EmulatorReportLostResponse checks that `emulator report` does not fail on a
@@ -415,7 +393,7 @@ func TestMain_EmulatorReportLostResponse(t *testing.T) {
 	t.Parallel()
 	emu := startEmulator(t, "emulator", "--listen", "127.0.0.1:0", "--auto-approve", "--quiet",
 		"--client", "id:secret:http://127.0.0.1:1/cb")
-	refresh1 := connectEmulator(t, emu)
+	refresh1, _ := connectEmulator(t, emu)["refresh_token"].(string)
 
 	req, _ := http.NewRequest(http.MethodPut, emu.control+"/faults", strings.NewReader(`{"token":{"script":["drop_after_commit"]}}`))
 	if status, body := do(t, req); status != http.StatusOK {
