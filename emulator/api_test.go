@@ -3,6 +3,7 @@ package emulator_test
 import (
 	"net/http"
 	"net/url"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -462,5 +463,35 @@ func TestListen_SeparateAPIListener(t *testing.T) {
 	}
 	if status, body := refresh(t, srv, tk.Refresh); status != http.StatusOK {
 		t.Errorf("the refresh token was touched by the API listener: %d %v", status, body)
+	}
+}
+
+// TestAPI_SeededIDsAreUUIDs checks that every seeded id has the canonical UUID form, as
+// Pleo's ids do, so a client that parses them as UUIDs works against the emulator.
+func TestAPI_SeededIDsAreUUIDs(t *testing.T) {
+	srv := startServer(t, emulator.Config{AutoApprove: true})
+	tk := connect(t, srv)
+	uuid := regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
+	var ids []string
+	for _, path := range []string{"/v2/employees?limit=100", "/v1/export-jobs"} {
+		status, body, _ := apiGet(t, srv, path, tk.Access)
+		if status != http.StatusOK {
+			t.Fatalf("GET %s: %d", path, status)
+		}
+		data, _ := body["data"].([]any)
+		for _, item := range data {
+			m, _ := item.(map[string]any)
+			id, _ := m["id"].(string)
+			company, _ := m["companyId"].(string)
+			ids = append(ids, id, company)
+		}
+	}
+	if len(ids) == 0 {
+		t.Fatal("no ids seen")
+	}
+	for _, id := range ids {
+		if !uuid.MatchString(id) {
+			t.Errorf("id %q is not a UUID", id)
+		}
 	}
 }

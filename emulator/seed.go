@@ -60,7 +60,7 @@ var companies = func() []*company {
 		c := &company{ID: s.id, Name: s.name}
 		for pi, p := range s.people {
 			c.Employees = append(c.Employees, employee{
-				ID:        fmt.Sprintf("e%d%03d0000-0000-4000-8000-%012d", ci+1, pi+1, pi+1),
+				ID:        fmt.Sprintf("e%d%03d000-0000-4000-8000-%012d", ci+1, pi+1, pi+1),
 				FirstName: p[0], LastName: p[1],
 				Email:     fmt.Sprintf("%s.%s@%s", lowerASCII(p[0]), lowerASCII(p[1]), s.domain),
 				CompanyID: s.id,
@@ -95,7 +95,7 @@ func seedExportJobs() map[string][]*exportJob {
 	for ci, c := range companies {
 		for j := 0; j < 2; j++ {
 			jobs[c.ID] = append(jobs[c.ID], &exportJob{
-				ID:        fmt.Sprintf("j%d%03d0000-0000-4000-8000-%012d", ci+1, j+1, j+1),
+				ID:        fmt.Sprintf("b%d%03d000-0000-4000-8000-%012d", ci+1, j+1, j+1),
 				CompanyID: c.ID, Status: "completed",
 				From: "2025-12-01", To: "2025-12-31",
 				CreatedAt: seedEpoch.Add(time.Duration(ci*24+j) * time.Hour),
