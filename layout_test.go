@@ -92,12 +92,17 @@ func checkLayout(pkgs []listedPackage) []string {
 				report("rule 2", p.ImportPath, dep, "adapters never import one another")
 			case inModule && slices.Contains(orchestrators, from) && slices.Contains(adapters, to):
 				report("rule 3", p.ImportPath, dep, "orchestrators never import a concrete adapter")
+			case dep == browsertest && !strings.HasPrefix(p.ImportPath, browsertest):
+				report("test-only", p.ImportPath, dep, "browser-test helpers (and chromedp) never reach a shipped package")
 			}
 		}
 	}
 	slices.Sort(bad)
 	return bad
 }
+
+// browsertest is the package of browser-test helpers, which only tests may import.
+const browsertest = module + "/internal/browsertest"
 
 func TestCheckLayout(t *testing.T) {
 	const m = module + "/"
@@ -146,6 +151,10 @@ func TestCheckLayout(t *testing.T) {
 			"rule 2: " + m + "httpapi imports " + m + "seal",
 			"rule 2: " + m + "webhook/internal/outbox imports " + m + "postgres",
 		}},
+		{"ShippedPackageImportsBrowserTest", []listedPackage{
+			pkg(m+"webui", m+"internal/browsertest"), pkg(m+"internal/browsertest", "example.com/chromedp"),
+			pkg("example.com/chromedp"),
+		}, []string{"test-only: " + m + "webui imports " + m + "internal/browsertest"}},
 		{"OrchestratorImportsAdapter", []listedPackage{
 			pkg(m+"keeper", m+"sqlite"), pkg(m + "sqlite"), pkg(m+"connect/pkce", m+"proxy/x"), pkg(m + "proxy/x"),
 		}, []string{
