@@ -78,6 +78,13 @@ func (e *Emulator) api(scope string, h func(*apiCall) apiResult) http.HandlerFun
 		}
 		if problem != "" || !hasBearer {
 			e.unauthorized(w, hasBearer, problem)
+			if t != nil && r.Context().Err() == nil {
+				// The client has now been told this token is dead: from here on, using it
+				// again is its own doing, even if it never saw the rotation.
+				e.mu.Lock()
+				t.rotationLost = false
+				e.unlock()
+			}
 			return
 		}
 		if scope != "" {
@@ -102,7 +109,10 @@ func (e *Emulator) api(scope string, h func(*apiCall) apiResult) http.HandlerFun
 		}
 		e.mu.Lock()
 		now = e.clock.Now()
-		if reason := deadReason(t, now); reason != "" {
+		if reason := deadReason(t, now); reason != "" || e.st.tokens[bearer] != t {
+			if reason == "" {
+				reason = "unknown token" // a reset forgot it while the request waited
+			}
 			// The token died while the request waited (an injected latency): the server
 			// checks it when it processes the request. The client sent it alive, so this
 			// is no violation.

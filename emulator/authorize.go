@@ -114,6 +114,20 @@ func (e *Emulator) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	d := e.faults.pick(EndpointAuthorize)
+	if d.beforeProcessing() && d.kind != FaultDropBefore {
+		// The client is verified, so a server error goes back to it as a redirect: a
+		// browser cannot carry a 5xx to the client (RFC 6749 §4.1.2.1).
+		e.applyBefore(w, decision{latency: d.latency}, EndpointAuthorize, "", "", true)
+		code := "temporarily_unavailable"
+		if d.kind == Fault500 {
+			code = "server_error"
+		}
+		e.mu.Lock()
+		e.ledger.count(EndpointAuthorize, "fault:"+d.kind)
+		e.unlock()
+		redirectWith(w, r, redirectURI, url.Values{"error": {code}, "error_description": {"injected fault"}, "state": {state}})
+		return
+	}
 	if e.applyBefore(w, d, EndpointAuthorize, "", "", true) {
 		return
 	}
@@ -255,6 +269,7 @@ func (e *Emulator) approve(w http.ResponseWriter, r *http.Request, req *consentR
 		value: "pac_" + randomString(32), clientID: req.client.ID, redirectURI: req.redirectURI,
 		challenge: req.challenge, auth: a, expiresAt: e.clock.Now().Add(e.cfg.CodeTTL),
 	}
+	code.forgedState = req.fault == FaultWrongState
 	a.code = code
 	e.st.codes[code.value] = code
 	e.ledger.count(EndpointAuthorize, "ok")

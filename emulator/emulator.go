@@ -149,6 +149,15 @@ func New(cfg Config) (*Emulator, error) {
 	if cfg.RefreshTokenJitter < 0 {
 		return nil, fmt.Errorf("emulator: refresh token jitter %s is negative", cfg.RefreshTokenJitter)
 	}
+	// A lifetime past the clock's range would overflow into the past: a token born dead.
+	for name, d := range map[string]time.Duration{
+		"access token TTL": cfg.AccessTokenTTL, "refresh token TTL plus jitter": cfg.RefreshTokenTTL + cfg.RefreshTokenJitter,
+		"code TTL": cfg.CodeTTL,
+	} {
+		if d > maxOffset || d < 0 {
+			return nil, fmt.Errorf("emulator: %s is longer than %s", name, maxOffset)
+		}
+	}
 	if len(cfg.Clients) == 0 {
 		cfg.Clients = []Client{DemoClient()}
 	}

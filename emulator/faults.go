@@ -6,6 +6,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -271,7 +272,11 @@ func (fi *faultInjector) get() Faults {
 
 // pick draws the fault for one request on endpoint. Draws happen in request order, so a
 // sequential client sees the same faults for the same seed.
-func (fi *faultInjector) pick(endpoint string) decision {
+//
+// A kind that does not apply to this request (omit_refresh_token on a code exchange) is
+// never drawn: a script keeps it for the next request it applies to, and a rate draws no
+// fault instead.
+func (fi *faultInjector) pick(endpoint string, inapplicable ...string) decision {
 	fi.mu.Lock()
 	defer fi.mu.Unlock()
 	ef, ok := fi.faults[endpoint]
@@ -279,19 +284,21 @@ func (fi *faultInjector) pick(endpoint string) decision {
 		return decision{}
 	}
 	var d decision
-	if len(ef.Script) > 0 {
+	if len(ef.Script) > 0 && !slices.Contains(inapplicable, ef.Script[0]) {
 		d.kind = ef.Script[0]
 		ef.Script = ef.Script[1:]
 		fi.faults[endpoint] = ef
 		if d.kind == FaultNone {
 			d.kind = ""
 		}
-	} else {
+	} else if len(ef.Script) == 0 {
 		u, acc := fi.rng.Float64(), 0.0
 		for i, r := range ef.rates() {
 			acc += r
 			if r > 0 && u < acc {
-				d.kind = faultKinds[i].name
+				if !slices.Contains(inapplicable, faultKinds[i].name) {
+					d.kind = faultKinds[i].name
+				}
 				break
 			}
 		}

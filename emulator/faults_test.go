@@ -358,12 +358,19 @@ func TestFaults_LatencyConfig(t *testing.T) {
 	}
 }
 
+// TestFaults_Authorize checks that server errors at the authorise endpoint reach the
+// client as RFC 6749 §4.1.2.1 error redirects (a browser cannot carry a 5xx to it).
 func TestFaults_Authorize(t *testing.T) {
 	srv := startServer(t, emulator.Config{AutoApprove: true})
-	setFaults(t, srv, `{"authorize":{"script":["error_500"]}}`)
+	setFaults(t, srv, `{"authorize":{"script":["error_500","error_503","error_429"]}}`)
 	_, challenge := pkce()
-	if resp := authorize(t, srv, authorizeQuery(testClient, challenge)); resp.StatusCode != http.StatusInternalServerError {
-		t.Errorf("status %d, want 500", resp.StatusCode)
+	for _, want := range []string{"server_error", "temporarily_unavailable", "temporarily_unavailable"} {
+		resp := authorize(t, srv, authorizeQuery(testClient, challenge))
+		loc, _ := url.Parse(resp.Header.Get("Location"))
+		if resp.StatusCode != http.StatusSeeOther || !strings.HasPrefix(loc.String(), testClient.RedirectURIs[0]) ||
+			loc.Query().Get("error") != want || loc.Query().Get("state") != "st-123" || loc.Query().Has("code") {
+			t.Errorf("status %d, Location %q; want 303 to the client with error=%s and the state", resp.StatusCode, loc, want)
+		}
 	}
 	codeFrom(t, authorize(t, srv, authorizeQuery(testClient, challenge))) // the script is spent
 }

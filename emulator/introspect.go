@@ -35,7 +35,8 @@ func (e *Emulator) handleIntrospect(w http.ResponseWriter, r *http.Request) {
 		e.countAndFail(w, EndpointIntrospect, oerr)
 		return
 	}
-	retryKey := "introspect:" + c.ID
+	// A Retry-After applies to the request it answered: this client, this token.
+	retryKey := "introspect:" + c.ID + " " + form.Get("token")
 	e.mu.Lock()
 	e.ledger.checkRetry(retryKey, "", e.clock.Now())
 	e.unlock()

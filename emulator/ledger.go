@@ -31,6 +31,10 @@ const (
 	// RuleAuthorizationCodeReuse: an authorization code that was already exchanged was
 	// presented again (RFC 6749 §4.1.2). Every token issued from it is revoked.
 	RuleAuthorizationCodeReuse = "authorization_code_reuse"
+	// RuleStateNotVerified: a code was exchanged although the redirect that carried it
+	// had a state the client never sent (the wrong_state fault). RFC 6749 §10.12: the
+	// client must check state before anything else.
+	RuleStateNotVerified = "state_not_verified"
 )
 
 // Rules lists every rule the ledger checks.
@@ -38,7 +42,7 @@ func Rules() []string {
 	return []string{
 		RuleRefreshTokenReuse, RuleExpiredRefreshToken, RuleConcurrentRefresh,
 		RuleStaleAccessToken, RuleRetryAfterInvalidGrant, RuleRetryTooSoon,
-		RuleClientAuthMethod, RulePKCEMissing, RuleAuthorizationCodeReuse,
+		RuleClientAuthMethod, RulePKCEMissing, RuleAuthorizationCodeReuse, RuleStateNotVerified,
 	}
 }
 
@@ -79,7 +83,9 @@ type Report struct {
 	// "refresh_token", "token" (requests that named no valid grant), "introspect",
 	// "authorize" and "api". An outcome is "ok", an RFC 6749 or RFC 6750 error code
 	// ("invalid_grant", "invalid_token", ...), an HTTP status for other API errors
-	// ("400", "404"), or "fault:KIND" for an injected fault.
+	// ("400", "404"), or "fault:KIND" for an injected fault. A request answered with an
+	// after-commit fault or omit_refresh_token counts twice: under the outcome of what it
+	// did ("ok") and under the fault that changed its answer.
 	Counters map[string]map[string]int64 `json:"counters"`
 	// Authorisations lists every token family, oldest first.
 	Authorisations []AuthorisationReport `json:"authorisations"`

@@ -93,6 +93,9 @@ type authCode struct {
 	used        bool
 	// exchangeLost is set when the response of the exchange never reached the client.
 	exchangeLost bool
+	// forgedState is set when the redirect that carried this code had a state the client
+	// never sent (the wrong_state fault): a client that checks state never exchanges it.
+	forgedState bool
 }
 
 // consentRequest is an authorise request waiting for the user's decision on the consent

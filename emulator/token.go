@@ -112,7 +112,7 @@ func (e *Emulator) codeGrant(w http.ResponseWriter, r *http.Request, c *Client, 
 		e.countAndFail(w, "authorization_code", errInvalidRequest("code_verifier must be 43 to 128 characters of [A-Za-z0-9-._~] (RFC 7636 §4.1)"))
 		return
 	}
-	d := e.faults.pick(EndpointToken)
+	d := e.faults.pick(EndpointToken, FaultOmitRefreshToken)
 	e.mu.Lock()
 	auth := e.authOfCode(code)
 	e.ledger.checkRetry("code:"+code, auth, e.clock.Now())
@@ -144,7 +144,7 @@ func (e *Emulator) exchangeLocked(c *Client, code, redirectURI, verifier string,
 		e.ledger.violateFlagged(ac.exchangeLost, RuleAuthorizationCodeReuse, ac.auth.id, now,
 			"presented an authorization code that was already exchanged")
 		e.revokeLocked(ac.auth, RevokedAuthorizationCodeUsed, now)
-		return failed(errInvalidGrant("the authorization code was already used; its tokens are revoked"))
+		return grantResult{oerr: errInvalidGrant("the authorization code was already used; its tokens are revoked"), replayed: ac}
 	case !now.Before(ac.expiresAt):
 		return failed(errInvalidGrant("the authorization code has expired"))
 	case ac.redirectURI != redirectURI:
@@ -154,6 +154,10 @@ func (e *Emulator) exchangeLocked(c *Client, code, redirectURI, verifier string,
 	case ac.auth.state == AuthorisationRevoked:
 		// Revoked between consent and exchange: the code must not revive it.
 		return failed(errInvalidGrant("the authorisation has been revoked"))
+	}
+	if ac.forgedState {
+		e.ledger.violate(RuleStateNotVerified, ac.auth.id, now,
+			"exchanged a code whose redirect carried a state the client never sent (the wrong_state fault)")
 	}
 	ac.used = true
 	at, rt := e.issueLocked(ac.auth, nil, now, false)
@@ -181,6 +185,7 @@ type grantResult struct {
 	superseded []*token       // tokens this request rotated out
 	dead       *authorisation // answered invalid_grant because it is revoked
 	code       *authCode      // the code this request exchanged
+	replayed   *authCode      // the code this request presented again
 	inflight   *authorisation // whose in-flight mark settle releases (a refresh)
 }
 
@@ -238,6 +243,10 @@ func (e *Emulator) settle(counter string, g grantResult, delivered bool) {
 	}
 	if g.dead != nil {
 		g.dead.deadNotified = true
+	}
+	if g.replayed != nil {
+		// The client now knows the code is spent: a further replay is its own doing.
+		g.replayed.exchangeLost = false
 	}
 }
 

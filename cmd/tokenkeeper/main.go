@@ -23,7 +23,7 @@ const (
 	exitOK         = 0
 	exitError      = 1 // a runtime error
 	exitUsage      = 2 // a mistake on the command line or in the environment
-	exitViolations = 3 // `emulator report`: the ledger records broken rules
+	exitViolations = 3 // `emulator report`: the client broke rules it is to blame for
 )
 
 const usage = `tokenkeeper holds OAuth 2.0 tokens for Pleo integrations.
@@ -46,7 +46,7 @@ Exit codes:
   0  success
   1  runtime error
   2  usage error: a bad command, flag or environment variable
-  3  emulator report: the emulator recorded rule violations
+  3  emulator report: the client broke rules (those after a lost response excepted)
 `
 
 func main() {
