@@ -78,13 +78,7 @@ func (e *Emulator) api(scope string, h func(*apiCall) apiResult) http.HandlerFun
 		}
 		if problem != "" || !hasBearer {
 			e.unauthorized(w, hasBearer, problem)
-			if t != nil && r.Context().Err() == nil {
-				// The client has now been told this token is dead: from here on, using it
-				// again is its own doing, even if it never saw the rotation.
-				e.mu.Lock()
-				t.rotationLost = false
-				e.unlock()
-			}
+			e.toldDead(r, t)
 			return
 		}
 		if scope != "" {
@@ -118,6 +112,7 @@ func (e *Emulator) api(scope string, h func(*apiCall) apiResult) http.HandlerFun
 			// is no violation.
 			e.unlock()
 			e.unauthorized(w, true, reason)
+			e.toldDead(r, t)
 			return
 		}
 		res := h(&apiCall{token: t, auth: t.auth, now: now, r: r, body: body})
@@ -132,6 +127,19 @@ func (e *Emulator) api(scope string, h func(*apiCall) apiResult) http.HandlerFun
 		}
 		writeJSON(w, res.status, res.body)
 	}
+}
+
+// toldDead records that a 401 for t was handed to the client, unless the client has gone
+// (r's context is cancelled when it closes the connection). From then on, using t again
+// is the client's own doing, even if it never saw the rotation that superseded t. t may be
+// nil (the token is unknown).
+func (e *Emulator) toldDead(r *http.Request, t *token) {
+	if t == nil || r.Context().Err() != nil {
+		return
+	}
+	e.mu.Lock()
+	t.rotationLost = false
+	e.unlock()
 }
 
 // unauthorized answers 401 with an RFC 6750 §3 challenge. Without credentials the

@@ -17,9 +17,12 @@ func (c *clock) Now() time.Time {
 	return time.Now().Add(time.Duration(c.offset.Load()))
 }
 
-// maxOffset bounds how far the clock may travel, far beyond any token lifetime and far
-// from time.Duration's overflow.
-const maxOffset = 100 * 365 * 24 * time.Hour
+// MaxLifetime bounds every lifetime a [Config] may set (a refresh-token TTL plus its
+// jitter included), and how far the clock may travel in all: far beyond any real token
+// lifetime, and far from time.Duration's overflow.
+const MaxLifetime = 100 * 365 * 24 * time.Hour
+
+const maxOffset = MaxLifetime
 
 func (c *clock) advance(d time.Duration) error {
 	for {

@@ -117,3 +117,37 @@ func TestFaultInjector_Deterministic(t *testing.T) {
 		t.Errorf("kinds drawn %v, want a mix of none, %s and %s", kinds, Fault503, FaultDropAfterCommit)
 	}
 }
+
+// TestFaultInjector_PickSkipsInapplicable checks that a kind named inapplicable (as a code
+// exchange names omit_refresh_token) is never drawn: a script keeps it for a later request
+// and draws no rate meanwhile, and a rate that lands on it draws no fault. Black-box tests
+// cannot see the rate case, because a code exchange ignores the kind anyway.
+func TestFaultInjector_PickSkipsInapplicable(t *testing.T) {
+	kinds := func(fi *faultInjector, inapplicable ...[]string) []string {
+		var out []string
+		for _, ia := range inapplicable {
+			out = append(out, fi.pick(EndpointToken, ia...).kind)
+		}
+		return out
+	}
+	omit := []string{FaultOmitRefreshToken}
+	t.Run("Script", func(t *testing.T) {
+		fi := newFaultInjector(1)
+		// A rate of 1 behind the script: a skipped script entry must not draw it.
+		fi.set(Faults{EndpointToken: {Error500: 1, Script: []string{FaultOmitRefreshToken, Fault503}}})
+		got := kinds(fi, omit, omit, nil, omit, nil)
+		want := []string{"", "", FaultOmitRefreshToken, Fault503, Fault500}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("kinds drawn (-want +got):\n%s", diff)
+		}
+	})
+	t.Run("Rate", func(t *testing.T) {
+		fi := newFaultInjector(1)
+		fi.set(Faults{EndpointToken: {OmitRefreshToken: 1}})
+		got := kinds(fi, omit, nil, omit)
+		want := []string{"", FaultOmitRefreshToken, ""}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("kinds drawn (-want +got):\n%s", diff)
+		}
+	})
+}

@@ -376,7 +376,8 @@ func TestFaults_Authorize(t *testing.T) {
 }
 
 // TestFaults_IntrospectRetryAfter checks that a Retry-After given by the introspection
-// endpoint is enforced like any other: per client.
+// endpoint is enforced like any other: per client and token (see
+// TestReview_IntrospectRetryAfterPerToken for another token).
 func TestFaults_IntrospectRetryAfter(t *testing.T) {
 	srv := startServer(t, emulator.Config{AutoApprove: true})
 	tok := connect(t, srv)

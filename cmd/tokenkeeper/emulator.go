@@ -106,9 +106,16 @@ func (c *emulatorFlags) check(f *flagSet) error {
 		if d.v < time.Second {
 			return bad(d.name, "%s is shorter than one second", d.v)
 		}
+		if d.v > emulator.MaxLifetime {
+			return bad(d.name, "%s is longer than 100 years (%s)", shortDuration(d.v), shortDuration(emulator.MaxLifetime))
+		}
 	}
 	if c.refreshJitter < 0 {
 		return bad("refresh-token-jitter", "%s is negative", c.refreshJitter)
+	}
+	if c.refreshJitter > emulator.MaxLifetime-c.refreshTTL {
+		return bad("refresh-token-jitter", "%s plus the refresh-token TTL %s is longer than 100 years (%s)",
+			shortDuration(c.refreshJitter), shortDuration(c.refreshTTL), shortDuration(emulator.MaxLifetime))
 	}
 	return nil
 }

@@ -281,6 +281,12 @@ func TestMain_Usage(t *testing.T) {
 		{"BadDuration", []string{"emulator", "--access-token-ttl", "banana"}, exitUsage, "", "--access-token-ttl"},
 		{"ShortDuration", []string{"emulator", "--code-ttl", "10ms"}, exitUsage, "", "--code-ttl"},
 		{"NegativeJitter", []string{"emulator", "--refresh-token-jitter", "-1s"}, exitUsage, "", "--refresh-token-jitter"},
+		// Past the emulator's 100-year bound. --listen port 0: a broken check must not bind 9090.
+		{"LongRefreshTTL", []string{"emulator", "--listen", "127.0.0.1:0", "--refresh-token-ttl", "900000h"}, exitUsage, "", "--refresh-token-ttl: 900000h is longer than 100 years"},
+		{"LongAccessTTL", []string{"emulator", "--listen", "127.0.0.1:0", "--access-token-ttl", "876001h"}, exitUsage, "", "--access-token-ttl"},
+		{"LongCodeTTL", []string{"emulator", "--listen", "127.0.0.1:0", "--code-ttl", "900000h"}, exitUsage, "", "--code-ttl"},
+		{"LongJitter", []string{"emulator", "--listen", "127.0.0.1:0", "--refresh-token-ttl", "875000h", "--refresh-token-jitter", "1001h"}, exitUsage, "", "--refresh-token-jitter"},
+		{"OverflowingJitter", []string{"emulator", "--listen", "127.0.0.1:0", "--refresh-token-ttl", "2562000h", "--refresh-token-jitter", "1000h"}, exitUsage, "", "--refresh-token-ttl"},
 		{"BadClient", []string{"emulator", "--client", "nocolons"}, exitUsage, "", "--client"},
 		{"BadClientRedirect", []string{"emulator", "--client", "id:s3cr3t:relative"}, exitUsage, "", "--client"},
 		{"BadLogFormat", []string{"emulator", "--log-format", "xml"}, exitUsage, "", "--log-format"},
