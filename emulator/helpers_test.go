@@ -462,3 +462,52 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 func scriptConsumed(srv *emulator.Server, endpoint string) func() bool {
 	return func() bool { return len(srv.Faults()[endpoint].Script) == 0 }
 }
+
+// apiStatus calls GET /v1/introspect with bearer, for use from a goroutine.
+func apiStatus(srv *emulator.Server, bearer string) apiResult {
+	req, err := http.NewRequest(http.MethodGet, srv.APIURL+"/v1/introspect", nil)
+	if err != nil {
+		return apiResult{err: err}
+	}
+	req.Header.Set("Authorization", "Bearer "+bearer)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return apiResult{err: err}
+	}
+	resp.Body.Close()
+	return apiResult{status: resp.StatusCode, challenge: resp.Header.Get("WWW-Authenticate")}
+}
+
+// apiResult is the outcome of apiStatus.
+type apiResult struct {
+	status    int
+	challenge string // WWW-Authenticate
+	err       error
+}
+
+// holdAPICall starts GET /v1/introspect with bearer and returns once the call has passed
+// its first token check and waits in a 300 ms injected latency, so that the test can
+// change the world under it. Whatever the test does meanwhile must take far less than
+// that; it takes milliseconds. The call's outcome arrives on the channel.
+func holdAPICall(t *testing.T, srv *emulator.Server, bearer string) <-chan apiResult {
+	t.Helper()
+	setFaults(t, srv, `{"api":{"latency":{"min":"300ms","max":"300ms"},"script":["none"]}}`)
+	done := make(chan apiResult, 1)
+	go func() { done <- apiStatus(srv, bearer) }()
+	// The script is drawn after the first token check, before the latency.
+	waitFor(t, "the API call to pass its first check", scriptConsumed(srv, emulator.EndpointAPI))
+	return done
+}
+
+// await returns what ch delivers, failing the test if nothing comes within 10 s. The
+// bound only keeps a broken emulator from hanging the test; it asserts nothing about speed.
+func await[T any](t *testing.T, what string, ch <-chan T) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(10 * time.Second):
+		t.Fatalf("waited 10s for %s", what)
+		panic("unreachable")
+	}
+}

@@ -30,40 +30,6 @@ func giveUp(t *testing.T, req *http.Request) {
 	}
 }
 
-// apiStatus calls GET /v1/introspect with bearer, for use from a goroutine.
-func apiStatus(srv *emulator.Server, bearer string) (int, error) {
-	req, err := http.NewRequest(http.MethodGet, srv.APIURL+"/v1/introspect", nil)
-	if err != nil {
-		return 0, err
-	}
-	req.Header.Set("Authorization", "Bearer "+bearer)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	resp.Body.Close()
-	return resp.StatusCode, nil
-}
-
-// apiResult is the outcome of apiStatus.
-type apiResult struct {
-	status int
-	err    error
-}
-
-// await returns what ch delivers, failing the test if nothing comes within 10 s. The
-// bound only keeps a broken emulator from hanging the test; it asserts nothing about speed.
-func await[T any](t *testing.T, what string, ch <-chan T) T {
-	t.Helper()
-	select {
-	case v := <-ch:
-		return v
-	case <-time.After(10 * time.Second):
-		t.Fatalf("waited 10s for %s", what)
-		panic("unreachable")
-	}
-}
-
 // codeExchangeForm is the form that redeems code with verifier as testClient.
 func codeExchangeForm(code, verifier string) url.Values {
 	return url.Values{"grant_type": {"authorization_code"}, "code": {code},
@@ -198,14 +164,7 @@ func TestReview_LostResponseExcuseEnds(t *testing.T) {
 func TestReview_LostResponseExcuseEndsOnRecheck(t *testing.T) {
 	srv := startServer(t, emulator.Config{AutoApprove: true})
 	tk := connect(t, srv)
-	setFaults(t, srv, `{"api":{"latency":{"min":"300ms","max":"300ms"},"script":["none"]}}`)
-	done := make(chan apiResult, 1)
-	go func() {
-		status, err := apiStatus(srv, tk.Access)
-		done <- apiResult{status, err}
-	}()
-	// The script is drawn after the first token check, before the latency.
-	waitFor(t, "the API call to pass its first check", scriptConsumed(srv, emulator.EndpointAPI))
+	done := holdAPICall(t, srv, tk.Access)
 	setFaults(t, srv, `{"token":{"script":["drop_after_commit"]}}`)
 	if status, body, _, err := refreshRaw(srv, tk.Refresh); err == nil {
 		t.Fatalf("refresh: %d %s, want a dropped connection", status, body)
@@ -449,17 +408,11 @@ func TestReview_LogOutsideLock(t *testing.T) {
 	fresh := connect(t, srv)
 
 	a := make(chan apiResult, 1)
-	go func() {
-		status, err := apiStatus(srv, stale.Access) // expired: stale_access_token, a Warn line
-		a <- apiResult{status, err}
-	}()
+	go func() { a <- apiStatus(srv, stale.Access) }() // expired: stale_access_token, a Warn line
 	await(t, "the violation's log line to reach the handler", h.entered)
 
 	b := make(chan apiResult, 1)
-	go func() {
-		status, err := apiStatus(srv, fresh.Access)
-		b <- apiResult{status, err}
-	}()
+	go func() { b <- apiStatus(srv, fresh.Access) }()
 	select {
 	case r := <-b:
 		if r.err != nil || r.status != http.StatusOK {
@@ -583,14 +536,7 @@ func TestReview_LifetimesBounded(t *testing.T) {
 func TestReview_RecheckAcrossReset(t *testing.T) {
 	srv := startServer(t, emulator.Config{AutoApprove: true})
 	tk := connect(t, srv)
-	setFaults(t, srv, `{"api":{"latency":{"min":"300ms","max":"300ms"},"script":["none"]}}`)
-	done := make(chan apiResult, 1)
-	go func() {
-		status, err := apiStatus(srv, tk.Access)
-		done <- apiResult{status, err}
-	}()
-	// The script is drawn after the first token check, before the latency.
-	waitFor(t, "the API call to pass its first check", scriptConsumed(srv, emulator.EndpointAPI))
+	done := holdAPICall(t, srv, tk.Access)
 	srv.Reset()
 
 	if r := await(t, "the API call", done); r.err != nil || r.status != http.StatusUnauthorized {

@@ -17,43 +17,12 @@ import (
 // when it processes a request: a token superseded while the request waited in a latency is
 // refused, and that is no violation, since the client sent it while it was valid.
 func TestAPI_TokenRecheckedAfterLatency(t *testing.T) {
-	// The refresh below must finish within this latency; it takes milliseconds.
-	const latency = emulator.Duration(300 * time.Millisecond)
 	srv := startServer(t, emulator.Config{AutoApprove: true})
 	tk := connect(t, srv)
-	if err := srv.SetFaults(emulator.Faults{emulator.EndpointAPI: {
-		Latency: &emulator.Latency{Min: latency, Max: latency},
-		Script:  []string{emulator.FaultNone},
-	}}); err != nil {
-		t.Fatal(err)
-	}
-	type result struct {
-		status    int
-		challenge string
-		err       error
-	}
-	done := make(chan result, 1)
-	go func() {
-		req, _ := http.NewRequest(http.MethodGet, srv.APIURL+"/v1/introspect", nil)
-		req.Header.Set("Authorization", "Bearer "+tk.Access)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			done <- result{err: err}
-			return
-		}
-		resp.Body.Close()
-		done <- result{status: resp.StatusCode, challenge: resp.Header.Get("WWW-Authenticate")}
-	}()
-	// The script is drawn after the first token check, before the latency.
-	waitFor(t, "the API call to pass its first check", scriptConsumed(srv, emulator.EndpointAPI))
+	done := holdAPICall(t, srv, tk.Access)
 	mustRefresh(t, srv, tk.Refresh)
 
-	var r result
-	select {
-	case r = <-done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the API call did not return within 10s")
-	}
+	r := await(t, "the API call", done)
 	if r.err != nil {
 		t.Fatalf("API call: %v", r.err)
 	}
