@@ -7,7 +7,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"slices"
-	"sort"
 	"strconv"
 	"sync"
 	"time"
@@ -407,14 +406,4 @@ func writeFaultBody(w http.ResponseWriter, status int, code string, oauth bool) 
 		return
 	}
 	writeJSON(w, status, map[string]string{"type": code, "message": "injected fault"})
-}
-
-// faultEndpoints lists the endpoint keys in a stable order.
-func (f Faults) endpoints() []string {
-	keys := make([]string, 0, len(f))
-	for k := range f {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

@@ -71,7 +71,6 @@ func (s *Server) serve(ln net.Listener, h http.Handler) {
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          nil,
 	}
 	s.servers = append(s.servers, srv)
 	s.wg.Add(1)

@@ -107,7 +107,6 @@ type consentRequest struct {
 	state       string
 	challenge   string
 	scopes      []string
-	subject     string
 	expiresAt   time.Time
 	// fault is the variant fault drawn for this request (wrong_state, missing_code), or "".
 	fault string
