@@ -1,0 +1,163 @@
+package keeper
+
+import (
+	"context"
+	"math/rand/v2"
+	"sync/atomic"
+	"time"
+
+	"github.com/tokenkeeper/tokenkeeper"
+)
+
+// refreshLeased runs the refresh of rec while holding lease: the marker,
+// the attempts with backoff, and the settling of the outcome.
+func (k *Keeper) refreshLeased(ctx context.Context, e *entry, f *flight, lease tokenkeeper.Lease, rec *tokenkeeper.Record, lockWait time.Duration) (*cached, error) {
+	lh := k.holdLease(e.id, lease)
+	defer lh.stop()
+
+	refresh, err := k.open(rec, tokenkeeper.FieldRefreshToken)
+	if err != nil {
+		return nil, err
+	}
+	if refresh.IsZero() {
+		return nil, k.settleDead(ctx, e, lh, rec, "no refresh token is stored", nil)
+	}
+	// A marker left by an earlier attempt (ours, or a process that died)
+	// means that attempt's outcome is unknown.
+	unknown := !rec.Pending.IsZero()
+	if unknown {
+		k.log.Warn("refresh: an earlier refresh's outcome is unknown; one more attempt with the stored refresh token",
+			"connection", e.id, "pending_since", rec.Pending.Since, "pending_owner", rec.Pending.Owner)
+	}
+	var last result
+	lostAt := 0
+	for attempt := 1; attempt <= k.cfg.MaxAttempts || attempt == lostAt+1; attempt++ {
+		if lh.lost.Load() {
+			return nil, tokenkeeper.Errorf(tokenkeeper.CodeUnavailable, "connection %s: lease lost before sending; nothing was sent", e.id)
+		}
+		// The marker is durable before the request leaves.
+		marked := *rec
+		marked.Pending = tokenkeeper.Pending{Since: k.stamp(), Owner: k.cfg.Owner, Unknown: unknown}
+		if err := k.writeLeased(ctx, &marked, rec.Generation, lh.lease()); err != nil {
+			return nil, k.storeError(e.id, "mark refresh pending", err)
+		}
+		rec = &marked
+		k.step("sending", e.id)
+		sentAt := k.now()
+		start := time.Now()
+		last = k.exchange(ctx, refresh)
+		k.step("received", e.id)
+		k.logAttempt(e.id, attempt, time.Since(start), lockWait, last)
+		switch last.class {
+		case classOK:
+			return k.commit(ctx, e, lh, rec, refresh, last.tok, sentAt)
+		case classDead:
+			return nil, k.settleDead(ctx, e, lh, rec, deadReason(unknown, last), last.err)
+		case classClient:
+			return nil, k.settleClientRejected(ctx, e, lh, rec, unknown, last)
+		case classRejected:
+			return nil, k.settleFailed(ctx, e, lh, rec, unknown, last, 0)
+		case classLost:
+			// Nobody knows whether the provider rotated. Make exactly one
+			// more attempt with the stored refresh token: it succeeds if the
+			// request never took effect, or ends in invalid_grant.
+			unknown = true
+			lostAt = attempt
+			continue
+		case classServer:
+			unknown = true // a 5xx does not prove that nothing rotated
+		}
+		if last.retryAfter > k.cfg.MaxRetryAfter {
+			return nil, k.settleFailed(ctx, e, lh, rec, unknown, last, last.retryAfter)
+		}
+		if attempt < k.cfg.MaxAttempts {
+			if err := sleep(ctx, max(last.retryAfter, k.backoff(attempt)), nil); err != nil {
+				break
+			}
+		}
+	}
+	return nil, k.settleFailed(ctx, e, lh, rec, unknown, last, last.retryAfter)
+}
+
+// backoff returns the full-jitter delay before attempt+1: uniform in
+// [0, min(BackoffMax, BackoffBase x 2^(attempt-1))].
+func (k *Keeper) backoff(attempt int) time.Duration {
+	ceil := k.cfg.BackoffBase << min(attempt-1, 20)
+	if ceil <= 0 || ceil > k.cfg.BackoffMax {
+		ceil = k.cfg.BackoffMax
+	}
+	return rand.N(ceil + 1)
+}
+
+func deadReason(unknown bool, r result) string {
+	if unknown {
+		return "refresh response lost: an earlier refresh's outcome was unknown, and the provider then rejected the stored refresh token (" + r.code + ")"
+	}
+	return "the provider rejected the refresh token (" + r.code + "): the grant was revoked or expired"
+}
+
+// leaseHolder renews a lease in the background while a refresh runs.
+type leaseHolder struct {
+	k     *Keeper
+	id    tokenkeeper.ConnectionID
+	cur   atomic.Pointer[tokenkeeper.Lease]
+	lost  atomic.Bool
+	done  chan struct{}
+	ended chan struct{}
+}
+
+func (k *Keeper) holdLease(id tokenkeeper.ConnectionID, l tokenkeeper.Lease) *leaseHolder {
+	h := &leaseHolder{k: k, id: id, done: make(chan struct{}), ended: make(chan struct{})}
+	h.cur.Store(&l)
+	go h.renew()
+	return h
+}
+
+func (h *leaseHolder) lease() tokenkeeper.Lease { return *h.cur.Load() }
+
+func (h *leaseHolder) renew() {
+	defer close(h.ended)
+	t := time.NewTicker(h.k.cfg.LeaseTTL / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-h.done:
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), h.k.cfg.LeaseTTL/3)
+		l, err := h.k.cfg.Store.RenewLease(ctx, h.id, h.lease(), h.k.cfg.LeaseTTL)
+		cancel()
+		switch {
+		case err == nil:
+			h.cur.Store(&l)
+		case tokenkeeper.ErrorCode(err) == tokenkeeper.CodeConflict:
+			if !h.lost.Swap(true) {
+				h.k.log.Error("refresh: lease lost while refreshing", "connection", h.id)
+			}
+		default:
+			h.k.log.Warn("refresh: lease renewal failed; will retry", "connection", h.id, "error", err)
+		}
+	}
+}
+
+// replace installs a lease re-acquired after the old one was lost.
+func (h *leaseHolder) replace(l tokenkeeper.Lease) {
+	h.cur.Store(&l)
+	h.lost.Store(false)
+}
+
+// stop ends the renewals and releases the lease.
+func (h *leaseHolder) stop() {
+	close(h.done)
+	<-h.ended
+	h.k.release(h.id, h.lease())
+}
+
+func (k *Keeper) release(id tokenkeeper.ConnectionID, l tokenkeeper.Lease) {
+	ctx, cancel := context.WithTimeout(context.Background(), k.cfg.LeaseTTL/3)
+	defer cancel()
+	if err := k.cfg.Store.ReleaseLease(ctx, id, l); err != nil {
+		k.log.Warn("refresh: lease release failed; it will expire", "connection", id, "error", err)
+	}
+}

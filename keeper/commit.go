@@ -1,0 +1,154 @@
+package keeper
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"math/rand/v2"
+	"time"
+
+	"golang.org/x/oauth2"
+
+	"github.com/tokenkeeper/tokenkeeper"
+)
+
+// errAgain tells ensure to decide again: the store changed under us.
+var errAgain = errors.New("keeper: the record changed; decide again")
+
+// commit persists the new token set before anyone sees it. A failed write
+// is retried with the pair held in memory; the old refresh token is never
+// presented again. rec is the record as marked before the request.
+func (k *Keeper) commit(ctx context.Context, e *entry, lh *leaseHolder, rec *tokenkeeper.Record, presented tokenkeeper.Secret, tok *oauth2.Token, sentAt time.Time) (*cached, error) {
+	lifetime := time.Duration(tok.ExpiresIn) * time.Second
+	if lifetime <= 0 {
+		k.log.Warn("refresh: the token response has no expires_in; assuming the default lifetime", "connection", e.id, "lifetime", k.cfg.DefaultLifetime)
+		lifetime = k.cfg.DefaultLifetime
+	}
+	refresh := tokenkeeper.NewSecret(tok.RefreshToken)
+	if refresh.IsZero() || refresh.Equal(presented) {
+		// RFC 6749 section 6: the provider may keep the refresh token.
+		k.log.Warn("refresh: the response holds no new refresh token; keeping the stored one", "connection", e.id)
+		refresh = presented
+	}
+	scope, _ := tok.Extra("scope").(string)
+	if scope == "" {
+		scope = rec.Tokens.Scope
+	}
+	set := tokenkeeper.TokenSet{
+		AccessToken:  tokenkeeper.NewSecret(tok.AccessToken),
+		RefreshToken: refresh,
+		Expiry:       truncate(sentAt.Add(lifetime)),
+		ExpiresAt:    k.plan(sentAt, lifetime),
+		Scope:        scope,
+	}
+	sealed, err := k.sealSet(e.id, set)
+	if err != nil {
+		k.log.Error("refresh: cannot seal the new token set; it is lost", "connection", e.id, "error", err)
+		return nil, err
+	}
+	// The commit gets its own deadline, longer than the flight's remainder
+	// may be: the pair exists nowhere else.
+	cctx, cancel := context.WithTimeout(k.base, 2*k.cfg.LeaseTTL+k.cfg.RefreshTimeout)
+	defer cancel()
+	base := rec
+	for try := 0; ; try++ {
+		next := k.committed(base, sealed, sentAt)
+		err := k.writeLeased(cctx, next, base.Generation, lh.lease())
+		if err == nil {
+			k.step("committed", e.id)
+			if k.rejectedUntil.Swap(0) != 0 {
+				k.log.Info("refresh: the provider accepts the client credentials again", "connection", e.id)
+			}
+			c := &cached{token: tokenkeeper.AccessToken{Value: set.AccessToken, ExpiresAt: set.ExpiresAt}, expiry: set.Expiry, lifetime: lifetime, generation: next.Generation}
+			e.cur.Store(c)
+			k.emit(ctx, tokenkeeper.EventRefreshed, next, "")
+			if rec.Degraded() {
+				k.emit(ctx, tokenkeeper.EventRecovered, next, "a refresh succeeded again")
+			}
+			return c, nil
+		}
+		if cctx.Err() != nil {
+			k.log.Error("refresh: the new token set could not be persisted before the deadline; it is lost, and the next refresh will end the connection", "connection", e.id, "error", err)
+			return nil, tokenkeeper.Errorf(tokenkeeper.CodeUnavailable, "connection %s: the refreshed tokens could not be stored: %w", e.id, err)
+		}
+		if tokenkeeper.ErrorCode(err) != tokenkeeper.CodeConflict {
+			k.log.Warn("refresh: commit failed; retrying with the new pair held in memory", "connection", e.id, "try", try+1, "error", err)
+			_ = sleep(cctx, min(50*time.Millisecond<<min(try, 6), 2*time.Second)+rand.N(20*time.Millisecond), nil)
+			continue
+		}
+		cur, gerr := k.cfg.Store.GetConnection(cctx, e.id)
+		if gerr != nil {
+			_ = sleep(cctx, 100*time.Millisecond, nil)
+			continue
+		}
+		if !bytes.Equal(cur.Tokens.RefreshToken.Ciphertext, base.Tokens.RefreshToken.Ciphertext) {
+			// A reconnect replaced the grant while we refreshed the old one.
+			k.log.Warn("refresh: the connection was reconnected during the refresh; the old grant's new tokens are discarded", "connection", e.id)
+			return nil, errAgain
+		}
+		if !cur.Lease.HeldBy(k.cfg.Owner, time.Now()) || cur.Lease.Fence != lh.lease().Fence {
+			// We stalled past the lease. Nobody has refreshed since (the
+			// stored refresh token is the one we presented): take the lease
+			// back if we can, or else write without it, so that the only
+			// valid pair is not dropped.
+			if l, fresh, aerr := k.cfg.Store.AcquireLease(cctx, e.id, k.cfg.Owner, k.cfg.LeaseTTL); aerr == nil {
+				lh.replace(l)
+				cur = fresh
+			} else if tokenkeeper.ErrorCode(aerr) == tokenkeeper.CodeUnavailable {
+				next := k.committed(cur, sealed, sentAt)
+				k.log.Error("refresh: lease lost to another process after the provider rotated; committing without it", "connection", e.id)
+				if uerr := k.cfg.Store.UpdateConnection(cctx, next, cur.Generation); uerr == nil {
+					c := &cached{token: tokenkeeper.AccessToken{Value: set.AccessToken, ExpiresAt: set.ExpiresAt}, expiry: set.Expiry, lifetime: lifetime, generation: next.Generation}
+					e.cur.Store(c)
+					return c, nil
+				}
+				continue
+			}
+		}
+		base = cur // a metadata write moved the generation: merge onto it
+	}
+}
+
+// committed returns base with the new sealed token set, the marker cleared
+// and the connection healthy, at generation base.Generation+1.
+func (k *Keeper) committed(base *tokenkeeper.Record, set tokenkeeper.SealedTokenSet, sentAt time.Time) *tokenkeeper.Record {
+	next := *base
+	next.Tokens = set
+	next.Pending = tokenkeeper.Pending{}
+	next.State = tokenkeeper.StateActive
+	next.LastRefreshAt = truncate(sentAt)
+	next.NextRefreshAt = set.ExpiresAt.Add(k.cfg.DrainGrace)
+	next.LastError = ""
+	next.DegradedSince = time.Time{}
+	next.Generation = base.Generation + 1
+	next.UpdatedAt = k.stamp()
+	return &next
+}
+
+// plan returns the promise for a token sent at sentAt with lifetime: about
+// 80% of the lifetime, with jitter (75% to 85%) so that connections made
+// together do not refresh together, and at least two drain graces before
+// the provider's expiry.
+func (k *Keeper) plan(sentAt time.Time, lifetime time.Duration) time.Time {
+	frac := 0.75 + 0.1*rand.Float64()
+	at := sentAt.Add(time.Duration(float64(lifetime) * frac))
+	if latest := sentAt.Add(lifetime - 2*k.cfg.DrainGrace); at.After(latest) {
+		at = latest
+	}
+	if at.Before(sentAt) {
+		at = sentAt
+	}
+	return truncate(at)
+}
+
+// writeLeased writes rec as the next generation after expect, fenced by
+// lease.
+func (k *Keeper) writeLeased(ctx context.Context, rec *tokenkeeper.Record, expect int64, lease tokenkeeper.Lease) error {
+	rec.Generation = expect + 1
+	rec.UpdatedAt = k.stamp()
+	return k.cfg.Store.UpdateLeased(ctx, rec, expect, lease)
+}
+
+func truncate(t time.Time) time.Time { return t.UTC().Truncate(time.Microsecond) }
+
+func (k *Keeper) stamp() time.Time { return truncate(k.now()) }

@@ -1,0 +1,35 @@
+// Package keeper is the refresh authority: it hands callers a valid access
+// token for a connection and refreshes it under the rules of providers that
+// rotate refresh tokens (Pleo: a refresh token presented twice revokes the
+// whole authorisation).
+//
+// The protocol, in order, for one connection (docs/design.md gives the
+// reasoning and every crash point):
+//
+//  1. Single flight in the process: every caller that needs a new token
+//     waits on one shared flight, whose result they all get.
+//  2. A lease in the store (owner, fencing generation, expiry renewed while
+//     the refresh runs, TTL longer than the refresh timeout) keeps other
+//     processes and replicas out. After taking it, the keeper re-reads the
+//     record: if someone else refreshed meanwhile, it uses their tokens.
+//  3. A marker (Record.Pending) is written durably before the request is
+//     sent. A marker found later, with no live lease, means the outcome of
+//     a sent refresh is unknown.
+//  4. The request runs on a detached context with its own deadline: a
+//     caller that gives up stops waiting, but the refresh completes.
+//  5. The new pair is committed with a compare-and-swap, under the lease,
+//     before any caller sees it. A failed commit is retried with the pair
+//     held in memory; the old refresh token is never presented again.
+//  6. Errors are classed from the RFC 6749 section 5.2 code:
+//     invalid_grant ends the connection (after re-reading the store, since
+//     a changed refresh token means a lost race); invalid_client stops all
+//     refreshing under the client but keeps connections; transient errors
+//     back off with full jitter, honour Retry-After and stop after a bounded
+//     number of tries.
+//
+// Tokens handed out carry ExpiresAt, a promise: the keeper refreshes (and so
+// kills) a token only after its ExpiresAt plus a drain grace, unless it is
+// forced by an operator or by a 401 proving the token dead
+// ([Keeper.Invalidate]). The promise is planned at about 80% of the token's
+// lifetime, stored with the token set, and so the same in every process.
+package keeper

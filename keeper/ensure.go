@@ -1,0 +1,179 @@
+package keeper
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"math/rand/v2"
+	"time"
+
+	"github.com/tokenkeeper/tokenkeeper"
+)
+
+// ensure brings e's token up to date for flight f and returns it: it reads
+// the store, decides whether a refresh is due, honours the promise of the
+// current token, takes the lease and refreshes.
+func (k *Keeper) ensure(ctx context.Context, e *entry, f *flight) (*cached, error) {
+	for round := 0; ; round++ {
+		if round > 100 {
+			return nil, tokenkeeper.Errorf(tokenkeeper.CodeUnavailable, "connection %s: no stable token after %d rounds", e.id, round)
+		}
+		rec, err := k.cfg.Store.GetConnection(ctx, e.id)
+		if err != nil {
+			if tokenkeeper.ErrorCode(err) == tokenkeeper.CodeNotFound {
+				e.cur.Store(nil)
+			}
+			return nil, k.storeError(e.id, "read", err)
+		}
+		if err := usable(rec); err != nil {
+			e.cur.Store(nil)
+			return nil, err
+		}
+		c, err := k.cachedFrom(rec)
+		if err != nil {
+			return nil, err
+		}
+		now := k.now()
+		due, urgent := k.due(f, rec, c, now)
+		if !due {
+			return c, nil
+		}
+		if c != nil {
+			e.cur.Store(c) // keep serving within the promise while we wait
+		}
+		if (rec.Degraded() || !rec.Pending.IsZero()) && now.Before(rec.NextRefreshAt) && !f.force {
+			// A failed refresh set a cooldown: no attempt before it.
+			if c != nil && now.Before(c.token.ExpiresAt) {
+				return c, nil
+			}
+			return nil, tokenkeeper.Errorf(tokenkeeper.CodeUnavailable,
+				"connection %s: refreshing is failing (%s); next try at %s", e.id, rec.LastError, rec.NextRefreshAt.UTC().Format(time.RFC3339))
+		}
+		if !urgent && c != nil {
+			// The handoff: a token is never killed while it is promised.
+			if wait := c.token.ExpiresAt.Add(k.cfg.DrainGrace).Sub(now); wait > 0 {
+				if err := sleep(ctx, wait, f.urgent); err != nil {
+					return nil, k.ctxError(e.id, err)
+				}
+				continue // re-read: another process may have refreshed
+			}
+			k.drain(ctx, e, c.generation, f.urgent)
+		}
+		if until := k.rejectedUntil.Load(); until != 0 && time.Now().UnixNano() < until {
+			return nil, tokenkeeper.Errorf(tokenkeeper.CodeUnavailable,
+				"connection %s: the provider rejected the client credentials (%s); refreshing is paused", e.id, *k.rejectedWhy.Load())
+		}
+		c2, again, err := k.leaseAndRefresh(ctx, e, f, rec)
+		if err != nil || !again {
+			return c2, err
+		}
+	}
+}
+
+// due reports whether rec needs a refresh for flight f, and whether it is
+// urgent (the current token's promise no longer holds).
+func (k *Keeper) due(f *flight, rec *tokenkeeper.Record, c *cached, now time.Time) (due, urgent bool) {
+	switch {
+	case f.force:
+		return true, true
+	case c == nil:
+		return true, true // no token: nothing is promised
+	case !rec.Pending.IsZero() && !rec.Lease.HeldBy(rec.Lease.Owner, time.Now()):
+		// A refresh was sent and nobody knows its outcome: the current
+		// access token may be dead already. Resolve before serving it.
+		return true, true
+	case f.isStale(c.token.Value):
+		return true, true
+	case f.keepAlive:
+		return true, false
+	case !now.Before(c.token.ExpiresAt):
+		return true, false
+	}
+	return false, false
+}
+
+// leaseAndRefresh takes the lease (waiting for another holder), re-reads,
+// and refreshes. again means: go round, the world changed.
+func (k *Keeper) leaseAndRefresh(ctx context.Context, e *entry, f *flight, rec *tokenkeeper.Record) (c *cached, again bool, err error) {
+	if err := k.limiter.Wait(ctx); err != nil {
+		return nil, false, k.ctxError(e.id, err)
+	}
+	select {
+	case k.sem <- struct{}{}:
+		defer func() { <-k.sem }()
+	case <-ctx.Done():
+		return nil, false, k.ctxError(e.id, ctx.Err())
+	}
+	waitStart := time.Now()
+	lease, fresh, err := k.cfg.Store.AcquireLease(ctx, e.id, k.cfg.Owner, k.cfg.LeaseTTL)
+	if tokenkeeper.ErrorCode(err) == tokenkeeper.CodeUnavailable && fresh != nil && fresh.Lease.Owner != k.cfg.Owner {
+		// Another process refreshes: wait for it to finish, then re-read.
+		if err := k.waitForHolder(ctx, e.id, fresh); err != nil {
+			return nil, false, err
+		}
+		return nil, true, nil
+	}
+	if err != nil {
+		return nil, false, k.storeError(e.id, "acquire lease", err)
+	}
+	lockWait := time.Since(waitStart)
+	if fresh.Generation != rec.Generation || !bytes.Equal(fresh.Tokens.RefreshToken.Ciphertext, rec.Tokens.RefreshToken.Ciphertext) {
+		// The re-read after taking the lease: someone refreshed (or wrote)
+		// meanwhile. Decide again on what is there now.
+		k.release(e.id, lease)
+		return nil, true, nil
+	}
+	c, err = k.refreshLeased(ctx, e, f, lease, fresh, lockWait)
+	if errors.Is(err, errAgain) {
+		return nil, true, nil
+	}
+	return c, false, err
+}
+
+// waitForHolder polls until the lease holder in rec lets go (its refresh
+// committed or failed, or its lease expired).
+func (k *Keeper) waitForHolder(ctx context.Context, id tokenkeeper.ConnectionID, rec *tokenkeeper.Record) error {
+	interval := 20 * time.Millisecond
+	for {
+		if err := sleep(ctx, interval+rand.N(interval), nil); err != nil {
+			return k.ctxError(id, err)
+		}
+		cur, err := k.cfg.Store.GetConnection(ctx, id)
+		if err != nil {
+			return k.storeError(id, "read", err)
+		}
+		if cur.Generation != rec.Generation || cur.Lease.Fence != rec.Lease.Fence || !time.Now().Before(cur.Lease.ExpiresAt) || cur.Lease.Owner == "" {
+			return nil
+		}
+		interval = min(2*interval, 250*time.Millisecond)
+	}
+}
+
+// drain waits, up to DrainWait, for the keeper's own HTTP calls still in
+// flight with the token of generation gen, and refuses new ones.
+func (k *Keeper) drain(ctx context.Context, e *entry, gen int64, urgent <-chan struct{}) {
+	done := e.uses.close(gen)
+	t := time.NewTimer(k.cfg.DrainWait)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		k.log.Warn("refresh: calls with the old token still in flight after the drain wait", "connection", e.id)
+	case <-urgent:
+	case <-ctx.Done():
+	}
+}
+
+// sleep waits d, or until wake is closed (nil never is), or ctx ends.
+func sleep(ctx context.Context, d time.Duration, wake <-chan struct{}) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-wake:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

@@ -1,0 +1,170 @@
+package keeper
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tokenkeeper/tokenkeeper"
+)
+
+// entry is the in-memory state of one connection. Nothing in it is shared
+// with other connections: the hot path reads cur and lastUsed atomically.
+type entry struct {
+	id       tokenkeeper.ConnectionID
+	cur      atomic.Pointer[cached]
+	lastUsed atomic.Int64 // unix nanos on the keeper clock; 0 never used
+
+	mu     sync.Mutex
+	flight *flight // the refresh in flight, nil if none
+
+	uses uses // the keeper's own HTTP calls in flight, per token
+}
+
+// cached is an immutable snapshot of a connection's current token.
+type cached struct {
+	token      tokenkeeper.AccessToken
+	expiry     time.Time // the provider's expiry
+	lifetime   time.Duration
+	generation int64
+}
+
+// flight is one shared attempt to bring a connection's token up to date.
+// Every waiter gets the same result.
+type flight struct {
+	done chan struct{}
+	// urgent is closed when a caller proved the current token dead (a 401)
+	// or an operator forced a refresh: the flight stops honouring the
+	// promise of the token it replaces.
+	urgent     chan struct{}
+	urgentOnce sync.Once
+	// stale holds the access tokens proven dead while the flight ran.
+	staleMu sync.Mutex
+	stale   []tokenkeeper.Secret
+	force     bool // operator: refresh whatever the current token is
+	keepAlive bool // refresh even if the token is fresh, after its promise
+
+	tok tokenkeeper.AccessToken
+	err error
+}
+
+func newFlight() *flight {
+	return &flight{done: make(chan struct{}), urgent: make(chan struct{})}
+}
+
+// markStale records that stale was seen dead and hurries the flight.
+func (f *flight) markStale(stale tokenkeeper.Secret) {
+	f.staleMu.Lock()
+	f.stale = append(f.stale, stale)
+	f.staleMu.Unlock()
+	f.urgentOnce.Do(func() { close(f.urgent) })
+}
+
+// isStale reports whether access was proven dead during this flight.
+func (f *flight) isStale(access tokenkeeper.Secret) bool {
+	f.staleMu.Lock()
+	defer f.staleMu.Unlock()
+	for _, s := range f.stale {
+		if s.Equal(access) {
+			return true
+		}
+	}
+	return false
+}
+
+func (f *flight) isUrgent() bool {
+	select {
+	case <-f.urgent:
+		return true
+	default:
+		return false
+	}
+}
+
+// touch records a use at now. It writes only when the recorded time is a
+// second old, so that parallel callers of one hot connection do not fight
+// over the cache line.
+func (e *entry) touch(now time.Time) {
+	n := now.UnixNano()
+	if n-e.lastUsed.Load() > int64(time.Second) {
+		e.lastUsed.Store(n)
+	}
+}
+
+// entry returns the in-memory state of id, creating it on first use.
+func (k *Keeper) entry(id tokenkeeper.ConnectionID) *entry {
+	if v, ok := k.entries.Load(id); ok {
+		return v.(*entry)
+	}
+	v, _ := k.entries.LoadOrStore(id, &entry{id: id})
+	return v.(*entry)
+}
+
+// uses counts the keeper's own HTTP calls in flight per token generation,
+// so that a refresh can wait for them before it kills their token, and
+// refuse new calls with a token being replaced.
+type uses struct {
+	mu      sync.Mutex
+	count   map[int64]int
+	closed  int64 // calls with a generation <= closed are refused
+	drained chan struct{}
+}
+
+// begin registers a call with the token of generation gen. It returns false
+// if a refresh is replacing that token: get a new one.
+func (u *uses) begin(gen int64) bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if gen <= u.closed {
+		return false
+	}
+	if u.count == nil {
+		u.count = make(map[int64]int)
+	}
+	u.count[gen]++
+	return true
+}
+
+// end unregisters a call begun with gen.
+func (u *uses) end(gen int64) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.count[gen]--
+	if u.count[gen] <= 0 {
+		delete(u.count, gen)
+		if gen <= u.closed && u.drained != nil && u.inUseLocked() == 0 {
+			close(u.drained)
+			u.drained = nil
+		}
+	}
+}
+
+func (u *uses) inUseLocked() int {
+	n := 0
+	for g, c := range u.count {
+		if g <= u.closed {
+			n += c
+		}
+	}
+	return n
+}
+
+// close refuses new calls with generations up to gen and returns a channel
+// closed once the calls already in flight with them have ended.
+func (u *uses) close(gen int64) <-chan struct{} {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if gen > u.closed {
+		u.closed = gen
+	}
+	ch := make(chan struct{})
+	if u.inUseLocked() == 0 {
+		close(ch)
+		return ch
+	}
+	if u.drained != nil {
+		close(u.drained) // a newer waiter replaces the older one
+	}
+	u.drained = ch
+	return ch
+}

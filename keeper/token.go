@@ -1,0 +1,174 @@
+package keeper
+
+import (
+	"context"
+	"time"
+
+	"github.com/tokenkeeper/tokenkeeper"
+)
+
+// Token returns a valid access token for the connection id, with the time
+// until which it is promised valid ([tokenkeeper.AccessToken]).
+//
+// If the token in memory is within its promise, Token returns it at once,
+// without locks shared with other connections and without allocating.
+// Otherwise it joins (or starts) the connection's one refresh in flight and
+// waits for it, or for ctx. A caller that gives up does not stop the
+// refresh: it completes and is persisted for the next caller.
+//
+// Errors: [tokenkeeper.CodeNotFound] for an unknown connection,
+// [tokenkeeper.CodeReconnectRequired] once the grant is dead or the
+// connection disconnected, [tokenkeeper.CodeUnavailable] while the provider
+// or the store fails (retry later) or after Close, and ctx's error if ctx
+// ends first.
+func (k *Keeper) Token(ctx context.Context, id tokenkeeper.ConnectionID) (tokenkeeper.AccessToken, error) {
+	e := k.entry(id)
+	if c := e.cur.Load(); c != nil {
+		now := k.now()
+		if now.Before(c.token.ExpiresAt) {
+			e.touch(now)
+			return c.token, nil
+		}
+	}
+	return k.tokenSlow(ctx, e)
+}
+
+func (k *Keeper) tokenSlow(ctx context.Context, e *entry) (tokenkeeper.AccessToken, error) {
+	if err := e.id.Validate(); err != nil {
+		return tokenkeeper.AccessToken{}, err
+	}
+	e.touch(k.now())
+	c, err := k.await(ctx, e, nil, false)
+	if err != nil {
+		return tokenkeeper.AccessToken{}, err
+	}
+	return c.token, nil
+}
+
+// Invalidate reports that stale, a token handed out for id, was refused by
+// the provider (a 401), and returns a fresh token. It refreshes only if
+// stale is still the connection's current token, so a storm of 401s costs
+// one refresh; if the token already changed, it returns the new one. This
+// breaks the promise of stale, which a 401 shows is dead already.
+//
+// Errors are those of [Keeper.Token].
+func (k *Keeper) Invalidate(ctx context.Context, id tokenkeeper.ConnectionID, stale tokenkeeper.Secret) (tokenkeeper.AccessToken, error) {
+	if err := id.Validate(); err != nil {
+		return tokenkeeper.AccessToken{}, err
+	}
+	e := k.entry(id)
+	if c := e.cur.Load(); c != nil && !c.token.Value.Equal(stale) && k.now().Before(c.token.ExpiresAt) {
+		return c.token, nil // a newer token is already here
+	}
+	c, err := k.await(ctx, e, &stale, false)
+	if err != nil {
+		return tokenkeeper.AccessToken{}, err
+	}
+	return c.token, nil
+}
+
+// Refresh forces a refresh of the connection now, whatever its current
+// token's promise: an operator's action. It returns the new token.
+//
+// Errors are those of [Keeper.Token].
+func (k *Keeper) Refresh(ctx context.Context, id tokenkeeper.ConnectionID) (tokenkeeper.AccessToken, error) {
+	if err := id.Validate(); err != nil {
+		return tokenkeeper.AccessToken{}, err
+	}
+	c, err := k.await(ctx, k.entry(id), nil, true)
+	if err != nil {
+		return tokenkeeper.AccessToken{}, err
+	}
+	return c.token, nil
+}
+
+// await joins or starts the connection's flight and waits for its result.
+// stale, if set, is a token proven dead; force asks for a refresh whatever
+// the current token.
+func (k *Keeper) await(ctx context.Context, e *entry, stale *tokenkeeper.Secret, force bool) (*cached, error) {
+	for {
+		f, err := k.join(e, stale, force)
+		if err != nil {
+			return nil, err
+		}
+		select {
+		case <-f.done:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		if f.err != nil {
+			return nil, f.err
+		}
+		c := e.cur.Load()
+		// A forced flight that started before our request may have ended
+		// with the very token we report stale, or an operator's refresh may
+		// have joined a flight that did not refresh: go again.
+		if c == nil || (stale != nil && c.token.Value.Equal(*stale)) || (force && !f.force) {
+			if k.closed.Load() {
+				return nil, errClosed()
+			}
+			continue
+		}
+		if !k.now().Before(c.token.ExpiresAt) && stale == nil && !force {
+			continue // the flight gave us a token that is already due
+		}
+		return c, nil
+	}
+}
+
+// join returns the connection's flight, starting one if none runs.
+func (k *Keeper) join(e *entry, stale *tokenkeeper.Secret, force bool) (*flight, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	f := e.flight
+	if f == nil {
+		if k.closed.Load() {
+			return nil, errClosed()
+		}
+		f = newFlight()
+		f.force = force
+		e.flight = f
+		k.flights.Add(1)
+		go k.fly(e, f)
+	}
+	if stale != nil {
+		f.markStale(*stale)
+	}
+	if force && !f.force {
+		// An operator's refresh does not ride on a flight that may decide
+		// not to refresh; it waits for that one to end and starts its own.
+		return f, nil
+	}
+	if force {
+		f.urgentOnce.Do(func() { close(f.urgent) })
+	}
+	return f, nil
+}
+
+// fly runs a flight to its end and publishes the result.
+func (k *Keeper) fly(e *entry, f *flight) {
+	defer k.flights.Done()
+	ctx, cancel := context.WithTimeout(k.base, k.flightDeadline())
+	defer cancel()
+	c, err := k.ensure(ctx, e, f)
+	if c != nil {
+		e.cur.Store(c)
+	}
+	e.mu.Lock()
+	f.err = err
+	if c != nil {
+		f.tok = c.token
+	}
+	e.flight = nil
+	e.mu.Unlock()
+	close(f.done)
+}
+
+// flightDeadline bounds a whole flight: waits, attempts and the commit.
+func (k *Keeper) flightDeadline() time.Duration {
+	return time.Duration(k.cfg.MaxAttempts+2)*(k.cfg.RefreshTimeout+k.cfg.BackoffMax) + k.cfg.DrainWait + 2*k.cfg.LeaseTTL
+}
+
+func errClosed() error {
+	return tokenkeeper.Errorf(tokenkeeper.CodeUnavailable, "keeper is closed")
+}
