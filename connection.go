@@ -77,9 +77,9 @@ type Connection struct {
 	// DegradedSince is when refreshing started to fail transiently; zero
 	// while healthy. A degraded connection still serves an unexpired token.
 	DegradedSince time.Time
-	// Generation counts token-set changes. It starts at 1 and grows by one
-	// with each committed refresh or reconnect; writes compare and swap on
-	// it.
+	// Generation is the record's version. It starts at 1 and grows by one
+	// with every write of the record (a committed refresh, a reconnect, a
+	// metadata change); writes compare and swap on it, so no write is lost.
 	Generation    int64
 	CreatedAt     time.Time
 	UpdatedAt     time.Time

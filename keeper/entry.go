@@ -39,8 +39,8 @@ type flight struct {
 	urgent     chan struct{}
 	urgentOnce sync.Once
 	// stale holds the access tokens proven dead while the flight ran.
-	staleMu sync.Mutex
-	stale   []tokenkeeper.Secret
+	staleMu   sync.Mutex
+	stale     []tokenkeeper.Secret
 	force     bool // operator: refresh whatever the current token is
 	keepAlive bool // refresh even if the token is fresh, after its promise
 

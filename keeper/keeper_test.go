@@ -109,7 +109,9 @@ func TestKeeper_Token(t *testing.T) {
 			t.Fatalf("Token with a short deadline: %v, want the context's error", err)
 		}
 		before := e.record("acme").Generation
-		waitFor(t, "the abandoned refresh to commit", func() bool { return e.refreshes("ok") == 1 && e.record("acme").Pending.IsZero() && e.record("acme").Generation > before })
+		waitFor(t, "the abandoned refresh to commit", func() bool {
+			return e.refreshes("ok") == 1 && e.record("acme").Pending.IsZero() && e.record("acme").Generation > before
+		})
 		e.faults(nil)
 		tok := e.mustToken("acme")
 		if e.api(tok.Value) != 200 || e.refreshes("ok") != 1 {
