@@ -38,12 +38,13 @@ func (k *Keeper) ensure(ctx context.Context, e *entry, f *flight) (*cached, erro
 		if !due {
 			return c, nil
 		}
-		if c != nil {
+		live := c != nil && rec.Pending.IsZero() // an unknown outcome may have killed it
+		if live {
 			e.cur.Store(c) // keep serving within the promise while we wait
 		}
 		if (rec.Degraded() || !rec.Pending.IsZero()) && now.Before(rec.NextRefreshAt) && !f.force {
 			// A failed refresh set a cooldown: no attempt before it.
-			if c != nil && now.Before(c.token.ExpiresAt) {
+			if live && now.Before(c.token.ExpiresAt) {
 				return c, nil
 			}
 			return nil, tokenkeeper.Errorf(tokenkeeper.CodeUnavailable,
