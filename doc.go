@@ -5,8 +5,10 @@
 // connection.
 //
 // This root package is the vocabulary the rest of the module shares: error
-// codes ([Code], [Error]) and the [Secret] type. Later issues add Connection,
-// TokenSet and the Store contract. It imports only the standard library.
+// codes ([Code], [Error]), the [Secret] type, [Connection], [Record],
+// [TokenSet], [Event] and [Provider], and the contracts that adapters
+// implement: [Store], [Sealer] and [EventHandler]. It imports only the
+// standard library.
 //
 // The whole product keeps these invariants:
 //

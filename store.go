@@ -116,12 +116,13 @@ type Session struct {
 // concurrent use by many goroutines and, for the same database, by many
 // processes.
 type Store interface {
-	// CreateConnection stores a new record. rec.Generation must be 1.
-	// CodeConflict if the id exists.
+	// CreateConnection stores a new record. rec.Generation must be 1
+	// (CodeInvalid otherwise). CodeConflict if the id exists.
 	CreateConnection(ctx context.Context, rec *Record) error
 	// GetConnection returns the record. CodeNotFound if absent.
 	GetConnection(ctx context.Context, id ConnectionID) (*Record, error)
-	// ListConnections returns up to filter.Limit records in id order.
+	// ListConnections returns up to filter.Limit records in id order (byte
+	// order). NextRefreshBefore never selects a zero NextRefreshAt.
 	ListConnections(ctx context.Context, filter ConnectionFilter) ([]*Record, error)
 	// UpdateConnection replaces every field of the stored record but the
 	// lease with rec, if the stored Generation equals expect (compare and
@@ -140,10 +141,14 @@ type Store interface {
 	// it is now (the re-read). Re-acquiring a lease one already holds
 	// renews it with a new Fence. CodeUnavailable if another owner holds
 	// it; the returned record is then still filled in, so the caller can
-	// see who and until when. CodeNotFound if the connection is absent.
+	// see who and until when (a busy database is CodeUnavailable with a nil
+	// record). CodeNotFound if the connection is absent. Lease times are on
+	// the store's clock (the local clock for SQLite; the database server's
+	// for a networked store), not the caller's.
 	AcquireLease(ctx context.Context, id ConnectionID, owner string, ttl time.Duration) (Lease, *Record, error)
 	// RenewLease extends a held lease to ttl from now, keeping its Fence.
-	// CodeConflict if lease is no longer the current unexpired lease.
+	// CodeConflict if lease is no longer the current unexpired lease;
+	// CodeNotFound if the connection is absent.
 	RenewLease(ctx context.Context, id ConnectionID, lease Lease, ttl time.Duration) (Lease, error)
 	// ReleaseLease gives the lease up. Releasing a lease that is no longer
 	// held (expired, or taken over) changes nothing and is not an error.

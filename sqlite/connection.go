@@ -1,0 +1,161 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/tokenkeeper/tokenkeeper"
+)
+
+// CreateConnection stores rec as a new connection, without its Lease (a new
+// connection's lease is held by nobody, with Fence 0). It returns
+// CodeInvalid if rec is nil or rec.Generation is not 1, and CodeConflict if
+// the id exists. It does not modify rec.
+func (s *Store) CreateConnection(ctx context.Context, rec *tokenkeeper.Record) error {
+	if rec == nil {
+		return fmt.Errorf("sqlite: create connection: %w", errInvalid("the record is nil"))
+	}
+	if rec.Generation != 1 {
+		return fmt.Errorf("sqlite: create connection %s: %w", rec.ID,
+			errInvalid(fmt.Sprintf("a new connection has generation 1, not %d", rec.Generation)))
+	}
+	args, err := recordArgs(rec)
+	if err != nil {
+		return fmt.Errorf("sqlite: create connection %s: %w", rec.ID, err)
+	}
+	query := `INSERT INTO connections (id, ` + strings.Join(writeColumns, ", ") +
+		`) VALUES (?` + strings.Repeat(", ?", len(writeColumns)) + `)`
+	_, err = s.write.ExecContext(ctx, query, append([]any{string(rec.ID)}, args...)...)
+	if err != nil {
+		err = withMessage(mapErr(err), tokenkeeper.CodeConflict, "connection "+string(rec.ID)+" exists")
+		return fmt.Errorf("sqlite: create connection %s: %w", rec.ID, err)
+	}
+	return nil
+}
+
+// GetConnection returns the connection id, with its lease as last written.
+// It returns CodeNotFound if there is none.
+func (s *Store) GetConnection(ctx context.Context, id tokenkeeper.ConnectionID) (*tokenkeeper.Record, error) {
+	rec, err := getConnection(ctx, s.read, id)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: get connection %s: %w", id, err)
+	}
+	return rec, nil
+}
+
+// querier is a *sql.DB or a *sql.Tx.
+type querier interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// getConnection reads the connection id through q.
+func getConnection(ctx context.Context, q querier, id tokenkeeper.ConnectionID) (*tokenkeeper.Record, error) {
+	row := q.QueryRowContext(ctx, `SELECT `+connectionColumns+` FROM connections WHERE id = ?`, string(id))
+	rec, err := scanRecord(row)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, errNotFound("connection " + string(id))
+	}
+	return rec, mapErr(err)
+}
+
+// UpdateConnection replaces every field of the stored connection rec.ID but
+// its lease with rec, if its generation is expect. It stores rec's
+// UpdatedAt and Generation as given. CodeNotFound if there is no such
+// connection; CodeConflict if its generation is not expect.
+func (s *Store) UpdateConnection(ctx context.Context, rec *tokenkeeper.Record, expect int64) error {
+	if err := s.update(ctx, rec, expect, nil); err != nil {
+		return fmt.Errorf("sqlite: update connection %s: %w", recID(rec), err)
+	}
+	return nil
+}
+
+// UpdateLeased is UpdateConnection that also requires lease to be the
+// connection's current lease (same non-empty Owner, same Fence) and
+// unexpired by the store's clock. CodeNotFound if there is no such
+// connection; CodeConflict if the generation or the lease check fails.
+func (s *Store) UpdateLeased(ctx context.Context, rec *tokenkeeper.Record, expect int64, lease tokenkeeper.Lease) error {
+	if err := s.update(ctx, rec, expect, &lease); err != nil {
+		return fmt.Errorf("sqlite: update leased connection %s: %w", recID(rec), err)
+	}
+	return nil
+}
+
+// update is UpdateConnection, fenced by lease if it is not nil. The
+// conditional UPDATE is atomic by itself; the transaction only makes the
+// explanation of a failure (which check failed) read the same state.
+func (s *Store) update(ctx context.Context, rec *tokenkeeper.Record, expect int64, lease *tokenkeeper.Lease) error {
+	if rec == nil {
+		return errInvalid("the record is nil")
+	}
+	args, err := recordArgs(rec)
+	if err != nil {
+		return err
+	}
+	query := `UPDATE connections SET ` + strings.Join(writeColumns, " = ?, ") + ` = ?
+		WHERE id = ? AND generation = ?`
+	args = append(args, string(rec.ID), expect)
+	now := micros(s.now())
+	if lease != nil {
+		query += ` AND lease_owner <> '' AND lease_owner = ? AND lease_fence = ? AND lease_expires_at > ?`
+		args = append(args, lease.Owner, lease.Fence, now)
+	}
+	return s.inTx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, query, args...)
+		if err != nil {
+			return mapErr(err)
+		}
+		if n, err := res.RowsAffected(); err != nil || n == 1 {
+			return mapErr(err)
+		}
+		cur, err := getConnection(ctx, tx, rec.ID)
+		if err != nil {
+			return err
+		}
+		if cur.Generation != expect || lease == nil {
+			return errConflict(fmt.Sprintf("the generation is %d, not %d", cur.Generation, expect))
+		}
+		return errConflict(fmt.Sprintf("the lease (fence %d) is no longer held", lease.Fence))
+	})
+}
+
+// inTx runs fn in a write transaction, which BEGIN IMMEDIATE (the write
+// DSN's _txlock) starts by taking the database's write lock, and commits
+// if fn returns nil.
+func (s *Store) inTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	tx, err := s.write.BeginTx(ctx, nil)
+	if err != nil {
+		return mapErr(err)
+	}
+	defer tx.Rollback()
+	if err := fn(tx); err != nil {
+		return err
+	}
+	return mapErr(tx.Commit())
+}
+
+// DeleteConnection removes the connection id and its lease. CodeNotFound if
+// there is none.
+func (s *Store) DeleteConnection(ctx context.Context, id tokenkeeper.ConnectionID) error {
+	res, err := s.write.ExecContext(ctx, `DELETE FROM connections WHERE id = ?`, string(id))
+	if err == nil {
+		var n int64
+		if n, err = res.RowsAffected(); err == nil && n == 0 {
+			err = errNotFound("connection " + string(id))
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("sqlite: delete connection %s: %w", id, mapErr(err))
+	}
+	return nil
+}
+
+// recID returns rec's id for an error, or "" for a nil rec.
+func recID(rec *tokenkeeper.Record) tokenkeeper.ConnectionID {
+	if rec == nil {
+		return ""
+	}
+	return rec.ID
+}

@@ -1,0 +1,113 @@
+package sqlite
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/tokenkeeper/tokenkeeper"
+)
+
+// Limits of [Store.ListConnections].
+const (
+	// DefaultLimit is the number of records a zero (or negative)
+	// ConnectionFilter.Limit returns.
+	DefaultLimit = 100
+	// MaxLimit caps ConnectionFilter.Limit.
+	MaxLimit = 1000
+)
+
+// ListConnections returns up to filter.Limit connections that pass every
+// filter that is set, in id order (byte order). A zero or negative Limit
+// means [DefaultLimit]; a Limit over [MaxLimit] means MaxLimit. A
+// NextRefreshBefore filter keeps only connections that have a planned
+// refresh (a non-zero NextRefreshAt). The keep-alive filters
+// (LastRefreshBefore, NextRefreshBefore) and State are served by indexes.
+// It returns an empty slice, not an error, when nothing matches.
+func (s *Store) ListConnections(ctx context.Context, filter tokenkeeper.ConnectionFilter) ([]*tokenkeeper.Record, error) {
+	query, args := listQuery(filter)
+	rows, err := s.read.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: list connections: %w", mapErr(err))
+	}
+	defer rows.Close()
+	recs := []*tokenkeeper.Record{}
+	for rows.Next() {
+		rec, err := scanRecord(rows)
+		if err != nil {
+			return nil, fmt.Errorf("sqlite: list connections: %w", mapErr(err))
+		}
+		recs = append(recs, rec)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: list connections: %w", mapErr(err))
+	}
+	return recs, nil
+}
+
+// listQuery returns the SELECT for filter and its arguments.
+func listQuery(f tokenkeeper.ConnectionFilter) (string, []any) {
+	var where []string
+	var args []any
+	if f.State != "" {
+		where = append(where, "state = ?")
+		args = append(args, string(f.State))
+	}
+	if f.IDPrefix != "" {
+		// A range, not LIKE or GLOB, so that no character of the prefix is
+		// a pattern and the primary key serves it.
+		where = append(where, "id >= ?")
+		args = append(args, f.IDPrefix)
+		if end, ok := prefixEnd(f.IDPrefix); ok {
+			where = append(where, "id < ?")
+			args = append(args, end)
+		}
+	}
+	if f.After != "" {
+		where = append(where, "id > ?")
+		args = append(args, string(f.After))
+	}
+	if !f.LastRefreshBefore.IsZero() {
+		// last_change_at is the generated, indexed column
+		// CASE WHEN last_refresh_at = 0 THEN created_at ELSE last_refresh_at END.
+		where = append(where, "last_change_at < ?")
+		args = append(args, micros(f.LastRefreshBefore))
+	}
+	if !f.NextRefreshBefore.IsZero() {
+		// The first term matches the partial index's WHERE clause.
+		where = append(where, "next_refresh_at <> 0", "next_refresh_at < ?")
+		args = append(args, micros(f.NextRefreshBefore))
+	}
+	limit := f.Limit
+	if limit <= 0 {
+		limit = DefaultLimit
+	}
+	limit = min(limit, MaxLimit)
+
+	query := `SELECT ` + connectionColumns + ` FROM connections`
+	if !f.LastRefreshBefore.IsZero() && f.NextRefreshBefore.IsZero() {
+		// Without statistics, the planner prefers to walk the primary key
+		// (no sort for ORDER BY id) through the whole table; the keep-alive
+		// query must not.
+		query += ` INDEXED BY connections_last_change_at`
+	}
+	if len(where) > 0 {
+		query += ` WHERE ` + strings.Join(where, " AND ")
+	}
+	query += ` ORDER BY id LIMIT ?`
+	return query, append(args, limit)
+}
+
+// prefixEnd returns the least string greater than every string that starts
+// with prefix, in byte order; ok is false if there is none (the prefix is
+// all 0xff bytes).
+func prefixEnd(prefix string) (end string, ok bool) {
+	b := []byte(prefix)
+	for i := len(b) - 1; i >= 0; i-- {
+		if b[i] < 0xff {
+			b[i]++
+			return string(b[:i+1]), true
+		}
+	}
+	return "", false
+}

@@ -1,0 +1,81 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/tokenkeeper/tokenkeeper"
+)
+
+// CreateSession stores the connect session s, keyed by its StateHash. It
+// returns CodeInvalid if s is nil or its StateHash is empty, and
+// CodeConflict if a session with that StateHash exists. It does not modify
+// s.
+func (s *Store) CreateSession(ctx context.Context, sess *tokenkeeper.Session) error {
+	if sess == nil || len(sess.StateHash) == 0 {
+		return fmt.Errorf("sqlite: create session: %w", errInvalid("the session has no state hash"))
+	}
+	_, err := s.write.ExecContext(ctx, `INSERT INTO sessions
+		(state_hash, connection_id, return_url, verifier, verifier_key, created_at, expires_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		sess.StateHash, string(sess.ConnectionID), sess.ReturnURL,
+		blob(sess.Verifier.Ciphertext), sess.Verifier.KeyID,
+		micros(sess.CreatedAt), micros(sess.ExpiresAt))
+	if err != nil {
+		err = withMessage(mapErr(err), tokenkeeper.CodeConflict, "the session exists")
+		return fmt.Errorf("sqlite: create session %s: %w", short(sess.StateHash), err)
+	}
+	return nil
+}
+
+// TakeSession deletes the session with stateHash and returns it, in one
+// statement, so that of concurrent callers (in any process) exactly one
+// gets it. It returns the session even if it has expired: checking
+// ExpiresAt is the caller's business. CodeNotFound if there is no such
+// session (never created, taken already, or deleted as expired).
+func (s *Store) TakeSession(ctx context.Context, stateHash []byte) (*tokenkeeper.Session, error) {
+	var (
+		sess             tokenkeeper.Session
+		created, expires int64
+	)
+	err := s.write.QueryRowContext(ctx, `DELETE FROM sessions WHERE state_hash = ?
+		RETURNING state_hash, connection_id, return_url, verifier, verifier_key, created_at, expires_at`,
+		stateHash,
+	).Scan(&sess.StateHash, &sess.ConnectionID, &sess.ReturnURL,
+		&sess.Verifier.Ciphertext, &sess.Verifier.KeyID, &created, &expires)
+	if errors.Is(err, sql.ErrNoRows) {
+		err = errNotFound("session")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: take session %s: %w", short(stateHash), mapErr(err))
+	}
+	sess.Verifier.Ciphertext = unblob(sess.Verifier.Ciphertext)
+	sess.CreatedAt = fromMicros(created)
+	sess.ExpiresAt = fromMicros(expires)
+	return &sess, nil
+}
+
+// DeleteExpiredSessions deletes the sessions whose ExpiresAt is before now
+// and returns how many it deleted.
+func (s *Store) DeleteExpiredSessions(ctx context.Context, now time.Time) (int, error) {
+	res, err := s.write.ExecContext(ctx, `DELETE FROM sessions WHERE expires_at < ?`, micros(now))
+	var n int64
+	if err == nil {
+		n, err = res.RowsAffected()
+	}
+	if err != nil {
+		return 0, fmt.Errorf("sqlite: delete expired sessions: %w", mapErr(err))
+	}
+	return int(n), nil
+}
+
+// short names a session in errors by the start of its state hash: enough
+// to find it in a log, too little to matter (the state itself is never
+// stored or logged).
+func short(stateHash []byte) string {
+	return hex.EncodeToString(stateHash[:min(len(stateHash), 4)])
+}

@@ -1,0 +1,207 @@
+package storetest
+
+import (
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tokenkeeper/tokenkeeper"
+)
+
+func createConnectionTests() []test {
+	return []test{
+		{"OK", func(t *testing.T, s tokenkeeper.Store) {
+			rec := record("c1")
+			create(t, s, rec)
+			// Every field comes back but the Lease, which a write ignores:
+			// a new connection's lease is held by nobody.
+			wantRecord(t, get(t, s, "c1"), withLease(rec, tokenkeeper.Lease{}))
+		}},
+		{"Minimal", func(t *testing.T, s tokenkeeper.Store) {
+			rec := &tokenkeeper.Record{Connection: tokenkeeper.Connection{
+				ID: "c1", State: tokenkeeper.StateDisconnected, Generation: 1,
+			}}
+			create(t, s, rec)
+			wantRecord(t, get(t, s, "c1"), rec)
+		}},
+		{"EmptyIsNil", func(t *testing.T, s tokenkeeper.Store) {
+			rec := record("c1")
+			rec.Scopes, rec.Metadata = []string{}, map[string]string{}
+			rec.Tokens.AccessToken = tokenkeeper.Sealed{}
+			rec.Tokens.RefreshToken = tokenkeeper.Sealed{KeyID: "k", Ciphertext: []byte{}}
+			create(t, s, rec)
+			got := get(t, s, "c1")
+			if got.Scopes != nil || got.Metadata != nil {
+				t.Errorf("Scopes, Metadata = %#v, %#v; want nil, nil", got.Scopes, got.Metadata)
+			}
+			if !got.Tokens.AccessToken.IsZero() || !got.Tokens.RefreshToken.IsZero() {
+				t.Errorf("tokens = %+v, want zero Sealed values", got.Tokens)
+			}
+		}},
+		{"TimesUTCTruncated", func(t *testing.T, s tokenkeeper.Store) {
+			rec := record("c1")
+			zone := time.FixedZone("UTC+5:30", 5*3600+1800)
+			rec.CreatedAt = time.Date(2025, 3, 1, 12, 0, 0, 123456789, zone)
+			create(t, s, rec)
+			got := get(t, s, "c1")
+			if want := rec.CreatedAt.UTC().Truncate(time.Microsecond); !got.CreatedAt.Equal(want) {
+				t.Errorf("CreatedAt = %v, want %v", got.CreatedAt, want)
+			}
+		}},
+		{"ErrConflict", func(t *testing.T, s tokenkeeper.Store) {
+			rec := record("c1")
+			create(t, s, rec)
+			other := record("c1")
+			other.Provider = "custom"
+			wantCode(t, s.CreateConnection(t.Context(), other), tokenkeeper.CodeConflict)
+			wantRecord(t, get(t, s, "c1"), withLease(rec, tokenkeeper.Lease{}))
+		}},
+		{"ErrInvalidGeneration", func(t *testing.T, s tokenkeeper.Store) {
+			for _, g := range []int64{0, 2} {
+				rec := record("c1")
+				rec.Generation = g
+				wantCode(t, s.CreateConnection(t.Context(), rec), tokenkeeper.CodeInvalid)
+			}
+			_, err := s.GetConnection(t.Context(), "c1")
+			wantCode(t, err, tokenkeeper.CodeNotFound)
+		}},
+	}
+}
+
+func getConnectionTests() []test {
+	return []test{
+		{"ErrNotFound", func(t *testing.T, s tokenkeeper.Store) {
+			create(t, s, record("c1"))
+			_, err := s.GetConnection(t.Context(), "c2")
+			wantCode(t, err, tokenkeeper.CodeNotFound)
+		}},
+	}
+}
+
+// changed returns a copy of rec with every field but ID and Lease changed,
+// and Generation one higher.
+func changed(rec *tokenkeeper.Record) *tokenkeeper.Record {
+	t := now()
+	c := record(rec.ID)
+	c.Provider, c.Subject, c.Scopes = "custom", "urn:x:y", []string{"other"}
+	c.State = tokenkeeper.StateReconnectRequired
+	c.DegradedSince = time.Time{}
+	c.Generation = rec.Generation + 1
+	c.CreatedAt, c.UpdatedAt = rec.CreatedAt, t
+	c.LastRefreshAt, c.NextRefreshAt = t, time.Time{}
+	c.LastError, c.Metadata = "invalid_grant", map[string]string{"tenant": "t-2"}
+	c.Tokens = tokenkeeper.SealedTokenSet{AccessToken: sealed("key-3"), Expiry: t.Add(2 * time.Hour)}
+	c.Pending = tokenkeeper.Pending{}
+	c.Lease = tokenkeeper.Lease{Owner: "writes-ignore-this", Fence: 1234, ExpiresAt: t.Add(time.Hour)}
+	return c
+}
+
+func updateConnectionTests() []test {
+	return []test{
+		{"OK", func(t *testing.T, s tokenkeeper.Store) {
+			create(t, s, record("c1"))
+			lease, _, err := s.AcquireLease(t.Context(), "c1", "holder", long)
+			if err != nil {
+				t.Fatal(err)
+			}
+			next := changed(get(t, s, "c1"))
+			if err := s.UpdateConnection(t.Context(), next, 1); err != nil {
+				t.Fatal(err)
+			}
+			// Every field is replaced, UpdatedAt as given; the lease is not.
+			wantRecord(t, get(t, s, "c1"), withLease(next, lease))
+		}},
+		{"ErrConflict", func(t *testing.T, s tokenkeeper.Store) {
+			create(t, s, record("c1"))
+			before := get(t, s, "c1")
+			for _, expect := range []int64{0, 2} {
+				wantCode(t, s.UpdateConnection(t.Context(), changed(before), expect), tokenkeeper.CodeConflict)
+			}
+			// A stale write after a committed one fails too.
+			if err := s.UpdateConnection(t.Context(), changed(before), 1); err != nil {
+				t.Fatal(err)
+			}
+			after := get(t, s, "c1")
+			stale := changed(before)
+			stale.LastError = "stale"
+			wantCode(t, s.UpdateConnection(t.Context(), stale, 1), tokenkeeper.CodeConflict)
+			wantRecord(t, get(t, s, "c1"), after)
+		}},
+		{"ErrNotFound", func(t *testing.T, s tokenkeeper.Store) {
+			wantCode(t, s.UpdateConnection(t.Context(), changed(record("c1")), 1), tokenkeeper.CodeNotFound)
+		}},
+		{"Race", func(t *testing.T, s tokenkeeper.Store) {
+			create(t, s, record("c1"))
+			base := get(t, s, "c1")
+			const n = 20
+			errs := make([]error, n)
+			var wg sync.WaitGroup
+			start := make(chan struct{})
+			for i := range n {
+				wg.Go(func() {
+					rec := changed(base)
+					rec.LastError = fmt.Sprint("writer ", i)
+					<-start
+					errs[i] = s.UpdateConnection(t.Context(), rec, 1)
+				})
+			}
+			close(start)
+			wg.Wait()
+			winner := -1
+			for i, err := range errs {
+				switch tokenkeeper.ErrorCode(err) {
+				case "":
+					if winner >= 0 {
+						t.Fatalf("writers %d and %d both won the compare and swap", winner, i)
+					}
+					winner = i
+				case tokenkeeper.CodeConflict:
+				default:
+					t.Fatalf("writer %d: %v, want success or conflict", i, err)
+				}
+			}
+			if winner < 0 {
+				t.Fatal("no writer won the compare and swap")
+			}
+			if got, want := get(t, s, "c1").LastError, fmt.Sprint("writer ", winner); got != want {
+				t.Errorf("LastError = %q, want the winner's %q", got, want)
+			}
+		}},
+	}
+}
+
+func deleteConnectionTests() []test {
+	return []test{
+		{"OK", func(t *testing.T, s tokenkeeper.Store) {
+			create(t, s, record("c1"))
+			create(t, s, record("c2"))
+			if err := s.DeleteConnection(t.Context(), "c1"); err != nil {
+				t.Fatal(err)
+			}
+			_, err := s.GetConnection(t.Context(), "c1")
+			wantCode(t, err, tokenkeeper.CodeNotFound)
+			get(t, s, "c2")
+			wantCode(t, s.DeleteConnection(t.Context(), "c1"), tokenkeeper.CodeNotFound)
+		}},
+		{"ErrNotFound", func(t *testing.T, s tokenkeeper.Store) {
+			wantCode(t, s.DeleteConnection(t.Context(), "c1"), tokenkeeper.CodeNotFound)
+		}},
+		{"RemovesLease", func(t *testing.T, s tokenkeeper.Store) {
+			create(t, s, record("c1"))
+			if _, _, err := s.AcquireLease(t.Context(), "c1", "old", long); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.DeleteConnection(t.Context(), "c1"); err != nil {
+				t.Fatal(err)
+			}
+			create(t, s, record("c1"))
+			if l := get(t, s, "c1").Lease; l.Owner != "" || !l.ExpiresAt.IsZero() {
+				t.Errorf("recreated connection's lease = %+v, want none held", l)
+			}
+			if _, _, err := s.AcquireLease(t.Context(), "c1", "new", long); err != nil {
+				t.Errorf("AcquireLease after delete: %v", err)
+			}
+		}},
+	}
+}
