@@ -64,7 +64,9 @@ func stale(rec *tokenkeeper.Record, primary string) bool {
 // resealOne re-seals one connection under its lease.
 func (k *Keeper) resealOne(ctx context.Context, id tokenkeeper.ConnectionID, primary string) (bool, error) {
 	for {
-		lease, rec, err := k.cfg.Store.AcquireLease(ctx, id, k.cfg.Owner, k.cfg.LeaseTTL)
+		// Not k.cfg.Owner: a store lets an owner re-acquire its own lease,
+		// which would break into this keeper's refresh in flight.
+		lease, rec, err := k.cfg.Store.AcquireLease(ctx, id, k.cfg.Owner+"/reseal", k.cfg.LeaseTTL)
 		switch tokenkeeper.ErrorCode(err) {
 		case tokenkeeper.CodeNotFound:
 			return false, nil
