@@ -118,7 +118,7 @@ func (k *Keeper) leaseAndRefresh(ctx context.Context, e *entry, f *flight, rec *
 		return nil, false, k.storeError(e.id, "acquire lease", err)
 	}
 	lockWait := time.Since(waitStart)
-	if false && (fresh.Generation != rec.Generation || !bytes.Equal(fresh.Tokens.RefreshToken.Ciphertext, rec.Tokens.RefreshToken.Ciphertext)) {
+	if fresh.Generation != rec.Generation || !bytes.Equal(fresh.Tokens.RefreshToken.Ciphertext, rec.Tokens.RefreshToken.Ciphertext) {
 		// The re-read after taking the lease: someone refreshed (or wrote)
 		// meanwhile. Decide again on what is there now.
 		k.release(e.id, lease)
