@@ -1,6 +1,7 @@
 package keeper
 
 import (
+	"bytes"
 	"context"
 	"math/rand/v2"
 	"sync/atomic"
@@ -36,12 +37,11 @@ func (k *Keeper) refreshLeased(ctx context.Context, e *entry, f *flight, lease t
 			return nil, tokenkeeper.Errorf(tokenkeeper.CodeUnavailable, "connection %s: lease lost before sending; nothing was sent", e.id)
 		}
 		// The marker is durable before the request leaves.
-		marked := *rec
-		marked.Pending = tokenkeeper.Pending{Since: k.stamp(), Owner: k.cfg.Owner, Unknown: unknown}
-		if err := k.writeLeased(ctx, &marked, rec.Generation, lh.lease()); err != nil {
-			return nil, k.storeError(e.id, "mark refresh pending", err)
+		marked, err := k.mark(ctx, e.id, lh, rec, unknown)
+		if err != nil {
+			return nil, err
 		}
-		rec = &marked
+		rec = marked
 		k.step("sending", e.id)
 		sentAt := k.now()
 		start := time.Now()
@@ -77,6 +77,33 @@ func (k *Keeper) refreshLeased(ctx context.Context, e *entry, f *flight, lease t
 		}
 	}
 	return nil, k.settleFailed(ctx, e, lh, rec, unknown, last, last.retryAfter)
+}
+
+// mark writes the outcome-unknown marker, fenced by the lease. If a
+// metadata write moved the generation (the refresh token unchanged), it
+// merges onto the fresh record; if the token set changed, it returns
+// errAgain. Nothing has been sent when it fails.
+func (k *Keeper) mark(ctx context.Context, id tokenkeeper.ConnectionID, lh *leaseHolder, rec *tokenkeeper.Record, unknown bool) (*tokenkeeper.Record, error) {
+	for try := 0; ; try++ {
+		marked := *rec
+		marked.Pending = tokenkeeper.Pending{Since: k.stamp(), Owner: k.cfg.Owner, Unknown: unknown}
+		err := k.writeLeased(ctx, &marked, rec.Generation, lh.lease())
+		if err == nil {
+			return &marked, nil
+		}
+		if tokenkeeper.ErrorCode(err) != tokenkeeper.CodeConflict || try >= 5 {
+			return nil, k.storeError(id, "mark refresh pending", err)
+		}
+		cur, gerr := k.cfg.Store.GetConnection(ctx, id)
+		if gerr != nil {
+			return nil, k.storeError(id, "mark refresh pending", gerr)
+		}
+		if !bytes.Equal(cur.Tokens.RefreshToken.Ciphertext, rec.Tokens.RefreshToken.Ciphertext) ||
+			cur.Lease.Fence != lh.lease().Fence || cur.Lease.Owner != k.cfg.Owner {
+			return nil, errAgain
+		}
+		rec = cur
+	}
 }
 
 // backoff returns the full-jitter delay before attempt+1: uniform in
