@@ -14,6 +14,11 @@ import (
 // the store, decides whether a refresh is due, honours the promise of the
 // current token, takes the lease and refreshes.
 func (k *Keeper) ensure(ctx context.Context, e *entry, f *flight) (*cached, error) {
+	// wait is ctx, also ended by Close: for the waits before anything is
+	// sent. Once a request may be sent, only ctx counts.
+	wait, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(k.stopping, cancel)()
 	for round := 0; ; round++ {
 		if round > 100 {
 			return nil, tokenkeeper.Errorf(tokenkeeper.CodeUnavailable, "connection %s: no stable token after %d rounds", e.id, round)
@@ -52,19 +57,19 @@ func (k *Keeper) ensure(ctx context.Context, e *entry, f *flight) (*cached, erro
 		}
 		if !urgent && c != nil {
 			// The handoff: a token is never killed while it is promised.
-			if wait := c.token.ExpiresAt.Add(k.cfg.DrainGrace).Sub(now); wait > 0 {
-				if err := sleep(ctx, wait, f.urgent); err != nil {
+			if d := c.token.ExpiresAt.Add(k.cfg.DrainGrace).Sub(now); d > 0 {
+				if err := sleep(wait, d, f.urgent); err != nil {
 					return nil, k.ctxError(e.id, err)
 				}
 				continue // re-read: another process may have refreshed
 			}
-			k.drain(ctx, e, c.generation, f.urgent)
+			k.drain(wait, e, c.generation, f.urgent)
 		}
 		if until := k.rejectedUntil.Load(); until != 0 && time.Now().UnixNano() < until {
 			return nil, tokenkeeper.Errorf(tokenkeeper.CodeUnavailable,
 				"connection %s: the provider rejected the client credentials (%s); refreshing is paused", e.id, *k.rejectedWhy.Load())
 		}
-		c2, again, err := k.leaseAndRefresh(ctx, e, f, rec)
+		c2, again, err := k.leaseAndRefresh(ctx, wait, e, f, rec)
 		if err != nil || !again {
 			return c2, err
 		}
@@ -101,21 +106,24 @@ func (k *Keeper) due(f *flight, rec *tokenkeeper.Record, c *cached, now time.Tim
 
 // leaseAndRefresh takes the lease (waiting for another holder), re-reads,
 // and refreshes. again means: go round, the world changed.
-func (k *Keeper) leaseAndRefresh(ctx context.Context, e *entry, f *flight, rec *tokenkeeper.Record) (c *cached, again bool, err error) {
-	if err := k.limiter.Wait(ctx); err != nil {
+func (k *Keeper) leaseAndRefresh(ctx, wait context.Context, e *entry, f *flight, rec *tokenkeeper.Record) (c *cached, again bool, err error) {
+	if err := k.limiter.Wait(wait); err != nil {
 		return nil, false, k.ctxError(e.id, err)
 	}
 	select {
 	case k.sem <- struct{}{}:
 		defer func() { <-k.sem }()
-	case <-ctx.Done():
-		return nil, false, k.ctxError(e.id, ctx.Err())
+	case <-wait.Done():
+		return nil, false, k.ctxError(e.id, wait.Err())
+	}
+	if err := wait.Err(); err != nil { // select picks at random when both are ready
+		return nil, false, k.ctxError(e.id, err)
 	}
 	waitStart := time.Now()
 	lease, fresh, err := k.cfg.Store.AcquireLease(ctx, e.id, k.cfg.Owner, k.cfg.LeaseTTL)
 	if tokenkeeper.ErrorCode(err) == tokenkeeper.CodeUnavailable && fresh != nil && fresh.Lease.Owner != k.cfg.Owner {
 		// Another process refreshes: wait for it to finish, then re-read.
-		if err := k.waitForHolder(ctx, e.id, fresh); err != nil {
+		if err := k.waitForHolder(wait, e.id, fresh); err != nil {
 			return nil, false, err
 		}
 		return nil, true, nil

@@ -114,6 +114,10 @@ type Keeper struct {
 	// Close gives up waiting.
 	base    context.Context
 	cancel  context.CancelFunc
+	// stopping is cancelled when Close starts: flights stop waiting (for a
+	// promise, a lease holder, the rate limit) but a sent request completes.
+	stopping context.Context
+	stop     context.CancelFunc
 	flights sync.WaitGroup
 	closed  atomic.Bool
 
@@ -145,6 +149,7 @@ func New(cfg Config) (*Keeper, error) {
 		},
 	}
 	k.base, k.cancel = context.WithCancel(context.Background())
+	k.stopping, k.stop = context.WithCancel(context.Background())
 	return k, nil
 }
 
@@ -216,14 +221,18 @@ func (c *Config) resolve() error {
 // Owner returns the name this keeper uses in leases and markers.
 func (k *Keeper) Owner() string { return k.cfg.Owner }
 
-// Close stops new refreshes and waits for those in flight to finish and
-// persist: a sent refresh is never abandoned. It gives up after
-// 2 x LeaseTTL and then cancels them. Calls after Close fail with
-// [tokenkeeper.CodeUnavailable]. Close is idempotent.
+// Close stops new refreshes, ends flights that have not sent a request
+// yet, and waits for those in flight to finish and persist: a sent refresh
+// is never abandoned. It gives up after
+// 2 x LeaseTTL and then cancels them. After Close, Token still returns a
+// cached token within its promise; anything that needs a refresh fails
+// with [tokenkeeper.CodeUnavailable]. Close does not close the Store.
+// Close is idempotent.
 func (k *Keeper) Close() error {
 	if k.closed.Swap(true) {
 		return nil
 	}
+	k.stop()
 	done := make(chan struct{})
 	go func() { k.flights.Wait(); close(done) }()
 	select {

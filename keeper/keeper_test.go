@@ -392,3 +392,30 @@ func TestNew_ErrInvalid(t *testing.T) {
 		t.Fatalf("New with nothing: %v", err)
 	}
 }
+
+func TestKeeper_Close(t *testing.T) {
+	t.Run("EndsWaitingFlights", func(t *testing.T) {
+		e := newEnv(t, func(c *keeper.Config, _ *emulator.Config) { c.DrainGrace = time.Minute })
+		e.connect("acme")
+		e.expire("acme")
+		errc := make(chan error, 1)
+		go func() { _, err := e.token(e.k, "acme"); errc <- err }()
+		time.Sleep(50 * time.Millisecond) // let the flight start waiting out the grace
+		start := time.Now()
+		if err := e.k.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if took := time.Since(start); took > 5*time.Second {
+			t.Fatalf("Close took %s with a flight waiting for a one-minute grace", took)
+		}
+		if err := <-errc; tokenkeeper.ErrorCode(err) != tokenkeeper.CodeUnavailable {
+			t.Fatalf("the waiting caller got %v, want unavailable", err)
+		}
+		if n := e.refreshes("ok"); n != 0 {
+			t.Fatalf("%d refreshes sent after Close", n)
+		}
+		if _, err := e.token(e.k, "acme"); tokenkeeper.ErrorCode(err) != tokenkeeper.CodeUnavailable {
+			t.Fatalf("Token after Close: %v", err)
+		}
+	})
+}
