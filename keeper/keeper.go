@@ -112,14 +112,14 @@ type Keeper struct {
 
 	// base is the detached context of every refresh: cancelled only when
 	// Close gives up waiting.
-	base    context.Context
-	cancel  context.CancelFunc
+	base   context.Context
+	cancel context.CancelFunc
 	// stopping is cancelled when Close starts: flights stop waiting (for a
 	// promise, a lease holder, the rate limit) but a sent request completes.
 	stopping context.Context
 	stop     context.CancelFunc
-	flights sync.WaitGroup
-	closed  atomic.Bool
+	flights  sync.WaitGroup
+	closed   atomic.Bool
 
 	// hook, when set by tests, is called at each step of a refresh.
 	hook func(step string, id tokenkeeper.ConnectionID)
