@@ -3,6 +3,7 @@ package keeper
 import (
 	"bytes"
 	"context"
+	"errors"
 	"math/rand/v2"
 	"sync/atomic"
 	"time"
@@ -21,7 +22,7 @@ func (k *Keeper) refreshLeased(ctx context.Context, e *entry, f *flight, lease t
 		return nil, err
 	}
 	if refresh.IsZero() {
-		return nil, k.settleDead(ctx, e, lh, rec, "no refresh token is stored", nil)
+		return nil, k.settleDead(e, lh, rec, "no refresh token is stored", nil)
 	}
 	// A marker left by an earlier attempt (ours, or a process that died)
 	// means that attempt's outcome is unknown.
@@ -30,16 +31,33 @@ func (k *Keeper) refreshLeased(ctx context.Context, e *entry, f *flight, lease t
 		k.log.Warn("refresh: an earlier refresh's outcome is unknown; one more attempt with the stored refresh token",
 			"connection", e.id, "pending_since", rec.Pending.Since, "pending_owner", rec.Pending.Owner)
 	}
+	if until, paused := k.paused(); paused {
+		// The provider refuses our client: send nothing, keep the token.
+		why := *k.rejectedWhy.Load()
+		return nil, k.settleFailed(e, lh, rec, unknown, result{class: classClient, code: "paused",
+			err: tokenkeeper.Errorf(tokenkeeper.CodeUnavailable, "%s; refreshing is paused", why)}, time.Until(until))
+	}
 	var last result
-	lostAt := 0
-	for attempt := 1; attempt <= k.cfg.MaxAttempts || attempt == lostAt+1; attempt++ {
+	limit, extra := k.cfg.MaxAttempts, false
+	for attempt := 1; attempt <= limit; attempt++ {
+		if attempt > 1 {
+			if err := k.limiter.Wait(ctx); err != nil {
+				break
+			}
+		}
 		if lh.lost.Load() {
-			return nil, tokenkeeper.Errorf(tokenkeeper.CodeUnavailable, "connection %s: lease lost before sending; nothing was sent", e.id)
+			if attempt == 1 {
+				return nil, tokenkeeper.Errorf(tokenkeeper.CodeUnavailable, "connection %s: lease lost before sending; nothing was sent", e.id)
+			}
+			break
 		}
 		// The marker is durable before the request leaves.
 		marked, err := k.mark(ctx, e.id, lh, rec, unknown)
 		if err != nil {
-			return nil, err
+			if attempt == 1 {
+				return nil, err // nothing was sent
+			}
+			break
 		}
 		rec = marked
 		k.step("sending", e.id)
@@ -47,62 +65,102 @@ func (k *Keeper) refreshLeased(ctx context.Context, e *entry, f *flight, lease t
 		start := time.Now()
 		last = k.exchange(ctx, refresh)
 		k.step("received", e.id)
+		if last.class == classOK {
+			// Nothing but sealing between the response and the commit.
+			c, err := k.commit(e, lh, rec, refresh, last.tok, sentAt)
+			k.logAttempt(e.id, attempt, time.Since(start), lockWait, last)
+			return c, err
+		}
 		k.logAttempt(e.id, attempt, time.Since(start), lockWait, last)
 		switch last.class {
-		case classOK:
-			return k.commit(ctx, e, lh, rec, refresh, last.tok, sentAt)
 		case classDead:
-			return nil, k.settleDead(ctx, e, lh, rec, deadReason(unknown, last), last.err)
+			return nil, k.settleDead(e, lh, rec, deadReason(unknown, last), last.err)
 		case classClient:
-			return nil, k.settleClientRejected(ctx, e, lh, rec, unknown, last)
+			return nil, k.settleClientRejected(e, lh, rec, unknown, last)
 		case classRejected:
-			return nil, k.settleFailed(ctx, e, lh, rec, unknown, last, 0)
-		case classLost:
-			// Nobody knows whether the provider rotated. Make exactly one
-			// more attempt with the stored refresh token: it succeeds if the
-			// request never took effect, or ends in invalid_grant.
+			return nil, k.settleFailed(e, lh, rec, unknown, last, 0)
+		case classLost, classServer:
+			// Nobody knows whether the provider rotated (a 5xx does not
+			// prove it did not), so the current access token may be dead.
 			unknown = true
-			lostAt = attempt
-			continue
-		case classServer:
-			unknown = true // a 5xx does not prove that nothing rotated
+			e.publish(nil, rec.Generation)
+			if last.class == classLost && !extra && attempt == limit {
+				// A lost response always gets exactly one more attempt with
+				// the stored refresh token: it succeeds if the request never
+				// took effect, or ends in invalid_grant. Only one.
+				limit++
+			}
+			extra = extra || last.class == classLost
 		}
 		if last.retryAfter > k.cfg.MaxRetryAfter {
-			return nil, k.settleFailed(ctx, e, lh, rec, unknown, last, last.retryAfter)
+			return nil, k.settleFailed(e, lh, rec, unknown, last, last.retryAfter)
 		}
-		if attempt < k.cfg.MaxAttempts {
+		if attempt < limit {
 			if err := sleep(ctx, max(last.retryAfter, k.backoff(attempt)), nil); err != nil {
 				break
 			}
 		}
 	}
-	return nil, k.settleFailed(ctx, e, lh, rec, unknown, last, last.retryAfter)
+	return nil, k.settleFailed(e, lh, rec, unknown, last, last.retryAfter)
 }
 
-// mark writes the outcome-unknown marker, fenced by the lease. If a
-// metadata write moved the generation (the refresh token unchanged), it
-// merges onto the fresh record; if the token set changed, it returns
-// errAgain. Nothing has been sent when it fails.
+// paused reports whether refreshing is paused because the provider
+// rejected the client credentials, and until when. Once the pause ends,
+// exactly one caller claims the probe (and the pause is extended for the
+// others); a success ends the pause.
+func (k *Keeper) paused() (time.Time, bool) {
+	until := k.rejectedUntil.Load()
+	if until == 0 {
+		return time.Time{}, false
+	}
+	now := time.Now()
+	if now.UnixNano() < until {
+		return time.Unix(0, until), true
+	}
+	next := now.Add(k.cfg.ClientRejectedCooldown)
+	if k.rejectedUntil.CompareAndSwap(until, next.UnixNano()) {
+		return time.Time{}, false // this caller probes
+	}
+	return next, true
+}
+
+// mark writes the outcome-unknown marker, fenced by the lease. Nothing has
+// been sent when it fails.
 func (k *Keeper) mark(ctx context.Context, id tokenkeeper.ConnectionID, lh *leaseHolder, rec *tokenkeeper.Record, unknown bool) (*tokenkeeper.Record, error) {
+	marked, err := k.leasedUpdate(ctx, id, lh, rec, func(r *tokenkeeper.Record) {
+		r.Pending = tokenkeeper.Pending{Since: k.stamp(), Owner: k.cfg.Owner, Unknown: unknown}
+	})
+	if err != nil && !errors.Is(err, errAgain) {
+		return nil, k.storeError(id, "mark refresh pending", err)
+	}
+	return marked, err
+}
+
+// leasedUpdate applies change to base and writes it, fenced by the lease.
+// If a write made without the lease (metadata) moved the generation, it
+// re-reads and applies change to the fresh record, as long as the token
+// set is still the one base holds and the lease is still ours; otherwise
+// it returns errAgain.
+func (k *Keeper) leasedUpdate(ctx context.Context, id tokenkeeper.ConnectionID, lh *leaseHolder, base *tokenkeeper.Record, change func(*tokenkeeper.Record)) (*tokenkeeper.Record, error) {
 	for try := 0; ; try++ {
-		marked := *rec
-		marked.Pending = tokenkeeper.Pending{Since: k.stamp(), Owner: k.cfg.Owner, Unknown: unknown}
-		err := k.writeLeased(ctx, &marked, rec.Generation, lh.lease())
+		next := *base
+		change(&next)
+		err := k.writeLeased(ctx, &next, base.Generation, lh.lease())
 		if err == nil {
-			return &marked, nil
+			return &next, nil
 		}
 		if tokenkeeper.ErrorCode(err) != tokenkeeper.CodeConflict || try >= 5 {
-			return nil, k.storeError(id, "mark refresh pending", err)
+			return nil, err
 		}
 		cur, gerr := k.cfg.Store.GetConnection(ctx, id)
 		if gerr != nil {
-			return nil, k.storeError(id, "mark refresh pending", gerr)
+			return nil, gerr
 		}
-		if !bytes.Equal(cur.Tokens.RefreshToken.Ciphertext, rec.Tokens.RefreshToken.Ciphertext) ||
+		if !bytes.Equal(cur.Tokens.RefreshToken.Ciphertext, base.Tokens.RefreshToken.Ciphertext) ||
 			cur.Lease.Fence != lh.lease().Fence || cur.Lease.Owner != k.cfg.Owner {
 			return nil, errAgain
 		}
-		rec = cur
+		base = cur
 	}
 }
 

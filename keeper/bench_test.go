@@ -192,8 +192,8 @@ func (t handlerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 // (synchronous=FULL).
 //
 //   - disk: the SQLite file in the test's temporary directory.
-//   - tmpfs: the SQLite file on /dev/shm, where fsync costs nothing; disk
-//     minus tmpfs is the time spent waiting for the disk.
+//   - tmpfs: the SQLite file on /dev/shm, where fsync returns at once;
+//     disk minus tmpfs is the cost of the disk and its fsyncs.
 //   - emulator: the same token request straight to the handler, without the
 //     keeper (building the request, and decoding the answer to chain the
 //     rotated refresh token): the emulator's share of the two above.

@@ -16,19 +16,20 @@ import (
 var errAgain = errors.New("keeper: the record changed; decide again")
 
 // commit persists the new token set before anyone sees it. A failed write
-// is retried with the pair held in memory; the old refresh token is never
-// presented again. rec is the record as marked before the request.
-func (k *Keeper) commit(ctx context.Context, e *entry, lh *leaseHolder, rec *tokenkeeper.Record, presented tokenkeeper.Secret, tok *oauth2.Token, sentAt time.Time) (*cached, error) {
+// is retried, with the pair held in memory, for as long as the process
+// lives (until Close gives up): the old refresh token is never presented
+// again, and the pair exists nowhere else. rec is the record as marked
+// before the request.
+func (k *Keeper) commit(e *entry, lh *leaseHolder, rec *tokenkeeper.Record, presented tokenkeeper.Secret, tok *oauth2.Token, sentAt time.Time) (*cached, error) {
 	lifetime := time.Duration(tok.ExpiresIn) * time.Second
-	if lifetime <= 0 {
-		k.log.Warn("refresh: the token response has no expires_in; assuming the default lifetime", "connection", e.id, "lifetime", k.cfg.DefaultLifetime)
+	defaulted := lifetime <= 0
+	if defaulted {
 		lifetime = k.cfg.DefaultLifetime
 	}
 	refresh := tokenkeeper.NewSecret(tok.RefreshToken)
-	if refresh.IsZero() || refresh.Equal(presented) {
-		// RFC 6749 section 6: the provider may keep the refresh token.
-		k.log.Warn("refresh: the response holds no new refresh token; keeping the stored one", "connection", e.id)
-		refresh = presented
+	kept := refresh.IsZero() || refresh.Equal(presented)
+	if kept {
+		refresh = presented // RFC 6749 section 6: the provider may keep it
 	}
 	scope, _ := tok.Extra("scope").(string)
 	if scope == "" {
@@ -46,39 +47,28 @@ func (k *Keeper) commit(ctx context.Context, e *entry, lh *leaseHolder, rec *tok
 		k.log.Error("refresh: cannot seal the new token set; it is lost", "connection", e.id, "error", err)
 		return nil, err
 	}
-	// The commit gets its own deadline, longer than the flight's remainder
-	// may be: the pair exists nowhere else.
-	cctx, cancel := context.WithTimeout(k.base, 2*k.cfg.LeaseTTL+k.cfg.RefreshTimeout)
-	defer cancel()
+	ctx := k.base // only Close giving up ends the retries
 	base := rec
-	for try := 0; ; try++ {
+	for try := 1; ; try++ {
 		next := k.committed(base, sealed, sentAt)
-		err := k.writeLeased(cctx, next, base.Generation, lh.lease())
+		err := k.writeLeased(ctx, next, base.Generation, lh.lease())
 		if err == nil {
-			k.step("committed", e.id)
-			if k.rejectedUntil.Swap(0) != 0 {
-				k.log.Info("refresh: the provider accepts the client credentials again", "connection", e.id)
-			}
-			c := &cached{token: tokenkeeper.AccessToken{Value: set.AccessToken, ExpiresAt: set.ExpiresAt}, expiry: set.Expiry, lifetime: lifetime, generation: next.Generation}
-			e.cur.Store(c)
-			k.emit(ctx, tokenkeeper.EventRefreshed, next, "")
-			if rec.Degraded() {
-				k.emit(ctx, tokenkeeper.EventRecovered, next, "a refresh succeeded again")
-			}
-			return c, nil
+			return k.committedOK(e, rec, next, set, lifetime, defaulted, kept), nil
 		}
-		if cctx.Err() != nil {
-			k.log.Error("refresh: the new token set could not be persisted before the deadline; it is lost, and the next refresh will end the connection", "connection", e.id, "error", err)
+		if ctx.Err() != nil {
+			k.log.Error("refresh: closing before the new token set could be persisted; it is lost, and the next refresh will end the connection", "connection", e.id, "error", err)
 			return nil, tokenkeeper.Errorf(tokenkeeper.CodeUnavailable, "connection %s: the refreshed tokens could not be stored: %w", e.id, err)
 		}
 		if tokenkeeper.ErrorCode(err) != tokenkeeper.CodeConflict {
-			k.log.Warn("refresh: commit failed; retrying with the new pair held in memory", "connection", e.id, "try", try+1, "error", err)
-			_ = sleep(cctx, min(50*time.Millisecond<<min(try, 6), 2*time.Second)+rand.N(20*time.Millisecond), nil)
+			if try <= 3 || try&(try-1) == 0 { // log tries 1, 2, 3, 4, 8, 16, ...
+				k.log.Warn("refresh: commit failed; retrying with the new pair held in memory", "connection", e.id, "try", try, "error", err)
+			}
+			_ = sleep(ctx, min(50*time.Millisecond<<min(try-1, 7), 5*time.Second)+rand.N(20*time.Millisecond), nil)
 			continue
 		}
-		cur, gerr := k.cfg.Store.GetConnection(cctx, e.id)
+		cur, gerr := k.cfg.Store.GetConnection(ctx, e.id)
 		if gerr != nil {
-			_ = sleep(cctx, 100*time.Millisecond, nil)
+			_ = sleep(ctx, 100*time.Millisecond, nil)
 			continue
 		}
 		if !bytes.Equal(cur.Tokens.RefreshToken.Ciphertext, base.Tokens.RefreshToken.Ciphertext) {
@@ -86,27 +76,53 @@ func (k *Keeper) commit(ctx context.Context, e *entry, lh *leaseHolder, rec *tok
 			k.log.Warn("refresh: the connection was reconnected during the refresh; the old grant's new tokens are discarded", "connection", e.id)
 			return nil, errAgain
 		}
-		if !cur.Lease.HeldBy(k.cfg.Owner, time.Now()) || cur.Lease.Fence != lh.lease().Fence {
+		if cur.Lease.Owner != k.cfg.Owner || cur.Lease.Fence != lh.lease().Fence || !time.Now().Before(cur.Lease.ExpiresAt) {
 			// We stalled past the lease. Nobody has refreshed since (the
 			// stored refresh token is the one we presented): take the lease
 			// back if we can, or else write without it, so that the only
 			// valid pair is not dropped.
-			if l, fresh, aerr := k.cfg.Store.AcquireLease(cctx, e.id, k.cfg.Owner, k.cfg.LeaseTTL); aerr == nil {
+			l, fresh, aerr := k.cfg.Store.AcquireLease(ctx, e.id, k.cfg.Owner, k.cfg.LeaseTTL)
+			switch {
+			case aerr == nil:
 				lh.replace(l)
 				cur = fresh
-			} else if tokenkeeper.ErrorCode(aerr) == tokenkeeper.CodeUnavailable {
+			case tokenkeeper.ErrorCode(aerr) == tokenkeeper.CodeUnavailable && fresh != nil:
 				next := k.committed(cur, sealed, sentAt)
 				k.log.Error("refresh: lease lost to another process after the provider rotated; committing without it", "connection", e.id)
-				if uerr := k.cfg.Store.UpdateConnection(cctx, next, cur.Generation); uerr == nil {
-					c := &cached{token: tokenkeeper.AccessToken{Value: set.AccessToken, ExpiresAt: set.ExpiresAt}, expiry: set.Expiry, lifetime: lifetime, generation: next.Generation}
-					e.cur.Store(c)
-					return c, nil
+				if uerr := k.cfg.Store.UpdateConnection(ctx, next, cur.Generation); uerr == nil {
+					return k.committedOK(e, rec, next, set, lifetime, defaulted, kept), nil
 				}
+				continue
+			default:
+				_ = sleep(ctx, 100*time.Millisecond, nil)
 				continue
 			}
 		}
 		base = cur // a metadata write moved the generation: merge onto it
 	}
+}
+
+// committedOK publishes a committed token set, then logs and emits what
+// the commit should not have waited for.
+func (k *Keeper) committedOK(e *entry, before, next *tokenkeeper.Record, set tokenkeeper.TokenSet, lifetime time.Duration, defaulted, kept bool) *cached {
+	c := &cached{token: tokenkeeper.AccessToken{Value: set.AccessToken, ExpiresAt: set.ExpiresAt}, expiry: set.Expiry, lifetime: lifetime, generation: next.Generation}
+	e.publish(c, next.Generation)
+	k.step("committed", e.id)
+	if defaulted {
+		k.log.Warn("refresh: the token response has no expires_in; assumed the default lifetime", "connection", e.id, "lifetime", k.cfg.DefaultLifetime)
+	}
+	if kept {
+		k.log.Warn("refresh: the response holds no new refresh token; keeping the stored one", "connection", e.id)
+	}
+	if k.rejectedUntil.Swap(0) != 0 {
+		k.log.Info("refresh: the provider accepts the client credentials again", "connection", e.id)
+	}
+	ctx := context.Background()
+	k.emit(ctx, tokenkeeper.EventRefreshed, next, "")
+	if before.Degraded() {
+		k.emit(ctx, tokenkeeper.EventRecovered, next, "a refresh succeeded again")
+	}
+	return c
 }
 
 // committed returns base with the new sealed token set, the marker cleared
@@ -117,7 +133,7 @@ func (k *Keeper) committed(base *tokenkeeper.Record, set tokenkeeper.SealedToken
 	next.Pending = tokenkeeper.Pending{}
 	next.State = tokenkeeper.StateActive
 	next.LastRefreshAt = truncate(sentAt)
-	next.NextRefreshAt = set.ExpiresAt.Add(k.cfg.DrainGrace)
+	next.NextRefreshAt = set.ExpiresAt.Add(k.grace(set.Expiry.Sub(sentAt)))
 	next.LastError = ""
 	next.DegradedSince = time.Time{}
 	next.Generation = base.Generation + 1
@@ -132,7 +148,7 @@ func (k *Keeper) committed(base *tokenkeeper.Record, set tokenkeeper.SealedToken
 func (k *Keeper) plan(sentAt time.Time, lifetime time.Duration) time.Time {
 	frac := 0.75 + 0.1*rand.Float64()
 	at := sentAt.Add(time.Duration(float64(lifetime) * frac))
-	if latest := sentAt.Add(lifetime - 2*k.cfg.DrainGrace); at.After(latest) {
+	if latest := sentAt.Add(lifetime - 2*k.grace(lifetime)); at.After(latest) {
 		at = latest
 	}
 	if at.Before(sentAt) {

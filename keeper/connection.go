@@ -55,10 +55,10 @@ func (k *Keeper) Connect(ctx context.Context, g tokenkeeper.Grant) (*tokenkeeper
 			return nil, k.storeError(g.ConnectionID, "connect", err)
 		}
 		e := k.entry(g.ConnectionID)
-		e.cur.Store(&cached{
+		e.publish(&cached{
 			token:  tokenkeeper.AccessToken{Value: set.AccessToken, ExpiresAt: set.ExpiresAt},
 			expiry: set.Expiry, lifetime: lifetime, generation: rec.Generation,
-		})
+		}, rec.Generation)
 		k.log.Info("connected", "connection", rec.ID, "generation", rec.Generation)
 		k.emit(ctx, tokenkeeper.EventConnected, rec, "")
 		c := rec.Connection
@@ -84,14 +84,16 @@ func (k *Keeper) granted(rec *tokenkeeper.Record, g tokenkeeper.Grant, sealed to
 //
 // Errors: [tokenkeeper.CodeNotFound].
 func (k *Keeper) SetSubject(ctx context.Context, id tokenkeeper.ConnectionID, subject string) error {
-	return k.update(ctx, id, func(r *tokenkeeper.Record) { r.Subject = subject })
+	_, err := k.update(ctx, id, func(r *tokenkeeper.Record) { r.Subject = subject })
+	return err
 }
 
 // SetMetadata replaces the connection's integrator metadata.
 //
 // Errors: [tokenkeeper.CodeNotFound].
 func (k *Keeper) SetMetadata(ctx context.Context, id tokenkeeper.ConnectionID, md map[string]string) error {
-	return k.update(ctx, id, func(r *tokenkeeper.Record) { r.Metadata = md })
+	_, err := k.update(ctx, id, func(r *tokenkeeper.Record) { r.Metadata = md })
+	return err
 }
 
 // Disconnect ends the connection: its tokens are wiped and it is marked
@@ -101,7 +103,7 @@ func (k *Keeper) SetMetadata(ctx context.Context, id tokenkeeper.ConnectionID, m
 //
 // Errors: [tokenkeeper.CodeNotFound].
 func (k *Keeper) Disconnect(ctx context.Context, id tokenkeeper.ConnectionID, reason string) error {
-	err := k.update(ctx, id, func(r *tokenkeeper.Record) {
+	rec, err := k.update(ctx, id, func(r *tokenkeeper.Record) {
 		r.State = tokenkeeper.StateDisconnected
 		r.Tokens = tokenkeeper.SealedTokenSet{}
 		r.Pending = tokenkeeper.Pending{}
@@ -112,8 +114,8 @@ func (k *Keeper) Disconnect(ctx context.Context, id tokenkeeper.ConnectionID, re
 	if err != nil {
 		return err
 	}
-	k.entry(id).cur.Store(nil)
-	k.emit(ctx, tokenkeeper.EventDisconnected, &tokenkeeper.Record{Connection: tokenkeeper.Connection{ID: id}}, reason)
+	k.entry(id).publish(nil, rec.Generation)
+	k.emit(ctx, tokenkeeper.EventDisconnected, rec, reason)
 	return nil
 }
 
@@ -130,12 +132,15 @@ func (k *Keeper) Connection(ctx context.Context, id tokenkeeper.ConnectionID) (*
 }
 
 // update applies change to the record with a compare-and-swap, retrying on
-// conflicts.
-func (k *Keeper) update(ctx context.Context, id tokenkeeper.ConnectionID, change func(*tokenkeeper.Record)) error {
+// conflicts, and returns the record written.
+func (k *Keeper) update(ctx context.Context, id tokenkeeper.ConnectionID, change func(*tokenkeeper.Record)) (*tokenkeeper.Record, error) {
+	if err := id.Validate(); err != nil {
+		return nil, err
+	}
 	for {
 		rec, err := k.cfg.Store.GetConnection(ctx, id)
 		if err != nil {
-			return k.storeError(id, "read", err)
+			return nil, k.storeError(id, "read", err)
 		}
 		expect := rec.Generation
 		change(rec)
@@ -146,8 +151,8 @@ func (k *Keeper) update(ctx context.Context, id tokenkeeper.ConnectionID, change
 			continue
 		}
 		if err != nil {
-			return k.storeError(id, "update", err)
+			return nil, k.storeError(id, "update", err)
 		}
-		return nil
+		return rec, nil
 	}
 }

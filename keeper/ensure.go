@@ -25,13 +25,10 @@ func (k *Keeper) ensure(ctx context.Context, e *entry, f *flight) (*cached, erro
 		}
 		rec, err := k.cfg.Store.GetConnection(ctx, e.id)
 		if err != nil {
-			if tokenkeeper.ErrorCode(err) == tokenkeeper.CodeNotFound {
-				e.cur.Store(nil)
-			}
 			return nil, k.storeError(e.id, "read", err)
 		}
 		if err := usable(rec); err != nil {
-			e.cur.Store(nil)
+			e.publish(nil, rec.Generation)
 			return nil, err
 		}
 		c, err := k.cachedFrom(rec)
@@ -43,13 +40,17 @@ func (k *Keeper) ensure(ctx context.Context, e *entry, f *flight) (*cached, erro
 		if !due {
 			return c, nil
 		}
-		live := c != nil && rec.Pending.IsZero() // an unknown outcome may have killed it
+		pendingLive := !rec.Pending.IsZero() && rec.Lease.Owner != "" && time.Now().Before(rec.Lease.ExpiresAt)
+		live := c != nil && (rec.Pending.IsZero() || pendingLive) // an unknown outcome may have killed it
 		if live {
-			e.cur.Store(c) // keep serving within the promise while we wait
+			e.publish(c, rec.Generation) // keep serving within the promise while we wait
+		} else {
+			e.publish(nil, rec.Generation)
 		}
-		if (rec.Degraded() || !rec.Pending.IsZero()) && now.Before(rec.NextRefreshAt) && !f.force {
+		cooling := rec.Degraded() || (!rec.Pending.IsZero() && !pendingLive)
+		if cooling && now.Before(rec.NextRefreshAt) && !f.force {
 			// A failed refresh set a cooldown: no attempt before it.
-			if live && now.Before(c.token.ExpiresAt) {
+			if live && now.Before(c.token.ExpiresAt) && !f.isStale(c.token.Value) {
 				return c, nil
 			}
 			return nil, tokenkeeper.Errorf(tokenkeeper.CodeUnavailable,
@@ -57,7 +58,7 @@ func (k *Keeper) ensure(ctx context.Context, e *entry, f *flight) (*cached, erro
 		}
 		if !urgent && c != nil {
 			// The handoff: a token is never killed while it is promised.
-			if d := c.token.ExpiresAt.Add(k.cfg.DrainGrace).Sub(now); d > 0 {
+			if d := c.token.ExpiresAt.Add(k.grace(c.lifetime)).Sub(now); d > 0 {
 				if err := sleep(wait, d, f.urgent); err != nil {
 					return nil, k.ctxError(e.id, err)
 				}
@@ -65,11 +66,14 @@ func (k *Keeper) ensure(ctx context.Context, e *entry, f *flight) (*cached, erro
 			}
 			k.drain(wait, e, c.generation, f.urgent)
 		}
-		if until := k.rejectedUntil.Load(); until != 0 && time.Now().UnixNano() < until {
-			return nil, tokenkeeper.Errorf(tokenkeeper.CodeUnavailable,
-				"connection %s: the provider rejected the client credentials (%s); refreshing is paused", e.id, *k.rejectedWhy.Load())
-		}
 		c2, again, err := k.leaseAndRefresh(ctx, wait, e, f, rec)
+		if err != nil && tokenkeeper.ErrorCode(err) == tokenkeeper.CodeUnavailable && !f.force && !k.closed.Load() {
+			// A degraded connection still serves its live token: the failed
+			// refresh extended its promise to the next try.
+			if c := e.cur.Load(); c != nil && k.now().Before(c.token.ExpiresAt) && !f.isStale(c.token.Value) {
+				return c, nil
+			}
+		}
 		if err != nil || !again {
 			return c2, err
 		}
@@ -84,7 +88,7 @@ func (k *Keeper) due(f *flight, rec *tokenkeeper.Record, c *cached, now time.Tim
 		return true, true
 	case c == nil:
 		return true, true // no token: nothing is promised
-	case !rec.Pending.IsZero() && !rec.Lease.HeldBy(rec.Lease.Owner, time.Now()):
+	case !rec.Pending.IsZero() && (rec.Lease.Owner == "" || !time.Now().Before(rec.Lease.ExpiresAt)):
 		// A refresh was sent and nobody knows its outcome: the current
 		// access token may be dead already. Resolve before serving it.
 		return true, true

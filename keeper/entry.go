@@ -18,6 +18,12 @@ type entry struct {
 	mu     sync.Mutex
 	flight *flight // the refresh in flight, nil if none
 
+	// pubMu guards floor: the generation of the latest write of the record
+	// this process has published. A slower writer (a flight that read the
+	// record before a Disconnect) cannot publish an older view over it.
+	pubMu sync.Mutex
+	floor int64
+
 	uses uses // the keeper's own HTTP calls in flight, per token
 }
 
@@ -44,7 +50,7 @@ type flight struct {
 	force     bool // operator: refresh whatever the current token is
 	keepAlive bool // refresh even if the token is fresh, after its promise
 
-	tok tokenkeeper.AccessToken
+	c   *cached // the result, if err is nil
 	err error
 }
 
@@ -79,6 +85,18 @@ func (f *flight) isUrgent() bool {
 	default:
 		return false
 	}
+}
+
+// publish makes c the cached token (nil: none), as of the record's
+// generation gen, unless a later generation is already published.
+func (e *entry) publish(c *cached, gen int64) {
+	e.pubMu.Lock()
+	defer e.pubMu.Unlock()
+	if gen < e.floor {
+		return
+	}
+	e.floor = gen
+	e.cur.Store(c)
 }
 
 // touch records a use at now. It writes only when the recorded time is a

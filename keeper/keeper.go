@@ -27,8 +27,10 @@ type Config struct {
 	ClientID     string
 	ClientSecret tokenkeeper.Secret
 
-	// Owner names this keeper in leases and markers. "" means a random id
-	// ("keeper-<hex>"), new for each New: a restarted process is a new owner.
+	// Owner names this keeper in leases and markers, and must be unique
+	// among the keepers sharing a store: the store lets an owner re-take its
+	// own lease. "" means a random id ("keeper-<hex>"), new for each New, so
+	// a restarted process is a new owner.
 	Owner string
 	// Events receives connection events; nil drops them.
 	Events tokenkeeper.EventHandler
@@ -120,6 +122,7 @@ type Keeper struct {
 	stop     context.CancelFunc
 	flights  sync.WaitGroup
 	closed   atomic.Bool
+	life     sync.Mutex // orders flights.Add against Close
 
 	// hook, when set by tests, is called at each step of a refresh.
 	hook func(step string, id tokenkeeper.ConnectionID)
@@ -229,7 +232,10 @@ func (k *Keeper) Owner() string { return k.cfg.Owner }
 // with [tokenkeeper.CodeUnavailable]. Close does not close the Store.
 // Close is idempotent.
 func (k *Keeper) Close() error {
-	if k.closed.Swap(true) {
+	k.life.Lock()
+	already := k.closed.Swap(true)
+	k.life.Unlock()
+	if already {
 		return nil
 	}
 	k.stop()
@@ -244,6 +250,16 @@ func (k *Keeper) Close() error {
 	}
 	k.cancel()
 	return nil
+}
+
+// grace is the drain grace for a token of the given lifetime: DrainGrace,
+// but at most a quarter of the lifetime, so that a short-lived token still
+// gets a promise.
+func (k *Keeper) grace(lifetime time.Duration) time.Duration {
+	if lifetime > 0 && lifetime/4 < k.cfg.DrainGrace {
+		return lifetime / 4
+	}
+	return k.cfg.DrainGrace
 }
 
 func (k *Keeper) step(s string, id tokenkeeper.ConnectionID) {

@@ -237,9 +237,12 @@ func TestKeeper_Token_Faults(t *testing.T) {
 		if err := e.srv.AddClient(bad); err != nil {
 			t.Fatal(err)
 		}
-		_, err := e.token(e.k, "acme")
-		if code := tokenkeeper.ErrorCode(err); code != tokenkeeper.CodeUnavailable {
-			t.Fatalf("code %q (%v), want unavailable", code, err)
+		// The old token is alive: the degraded connection serves it.
+		if tok, err := e.token(e.k, "acme"); err != nil || !tok.Value.Equal(old.Value) {
+			t.Fatalf("Token after invalid_client: %v, want the live old token", err)
+		}
+		if rec := e.record("acme"); !rec.Degraded() || !strings.Contains(rec.LastError, "client credentials") {
+			t.Fatalf("record: degraded %v, last error %q", rec.Degraded(), rec.LastError)
 		}
 		if _, ok := e.events.last(tokenkeeper.EventClientRejected); !ok {
 			t.Fatalf("no client_rejected alert: %v", e.events.types())

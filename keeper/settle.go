@@ -3,16 +3,25 @@ package keeper
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
 	"github.com/tokenkeeper/tokenkeeper"
 )
 
+// settleContext bounds a settling write. It is not the flight's context:
+// the outcome must be recorded even if the flight ran out of time.
+func (k *Keeper) settleContext() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(k.base, k.cfg.LeaseTTL)
+}
+
 // settleDead ends the connection after invalid_grant: reconnect_required,
 // tokens wiped, no retries. It re-reads the store first, because a changed
 // refresh token means a lost race, not a dead grant.
-func (k *Keeper) settleDead(ctx context.Context, e *entry, lh *leaseHolder, rec *tokenkeeper.Record, reason string, cause error) error {
+func (k *Keeper) settleDead(e *entry, lh *leaseHolder, rec *tokenkeeper.Record, reason string, cause error) error {
+	ctx, cancel := k.settleContext()
+	defer cancel()
 	cur, err := k.cfg.Store.GetConnection(ctx, e.id)
 	if err != nil {
 		return k.storeError(e.id, "re-read after invalid_grant", err)
@@ -21,21 +30,28 @@ func (k *Keeper) settleDead(ctx context.Context, e *entry, lh *leaseHolder, rec 
 		k.log.Warn("refresh: invalid_grant, but the stored refresh token changed meanwhile: a lost race, not a dead grant", "connection", e.id)
 		return errAgain
 	}
-	next := *cur
-	next.State = tokenkeeper.StateReconnectRequired
-	next.Tokens = tokenkeeper.SealedTokenSet{} // the dead tokens are wiped
-	next.Pending = tokenkeeper.Pending{}
-	next.LastError = reason
-	next.NextRefreshAt = time.Time{}
-	next.DegradedSince = time.Time{}
-	if err := k.writeLeased(ctx, &next, cur.Generation, lh.lease()); err != nil {
+	next, err := k.leasedUpdate(ctx, e.id, lh, cur, func(r *tokenkeeper.Record) {
+		r.State = tokenkeeper.StateReconnectRequired
+		r.Tokens = tokenkeeper.SealedTokenSet{} // the dead tokens are wiped
+		r.Pending = tokenkeeper.Pending{}
+		r.LastError = reason
+		r.NextRefreshAt = time.Time{}
+		r.DegradedSince = time.Time{}
+	})
+	switch {
+	case errors.Is(err, errAgain):
+		return errAgain
+	case err != nil:
 		// The marker stays; the next attempt meets invalid_grant again and
 		// settles then. Nothing is lost: the grant is dead either way.
 		k.log.Error("refresh: cannot record reconnect_required", "connection", e.id, "error", err)
+		next = cur
+		e.publish(nil, cur.Generation)
+	default:
+		e.publish(nil, next.Generation)
 	}
-	e.cur.Store(nil)
 	k.log.Error("refresh: connection needs reconnecting", "connection", e.id, "reason", reason)
-	k.emit(ctx, tokenkeeper.EventReconnectRequired, &next, reason)
+	k.emit(ctx, tokenkeeper.EventReconnectRequired, next, reason)
 	if cause == nil {
 		return tokenkeeper.Errorf(tokenkeeper.CodeReconnectRequired, "connection %s needs reconnecting: %s", e.id, reason)
 	}
@@ -45,57 +61,68 @@ func (k *Keeper) settleDead(ctx context.Context, e *entry, lh *leaseHolder, rec 
 // settleClientRejected pauses all refreshing under the client after
 // invalid_client or unauthorized_client, and raises the alert. The
 // connection is kept: it works again once the credentials are fixed.
-func (k *Keeper) settleClientRejected(ctx context.Context, e *entry, lh *leaseHolder, rec *tokenkeeper.Record, unknown bool, r result) error {
+func (k *Keeper) settleClientRejected(e *entry, lh *leaseHolder, rec *tokenkeeper.Record, unknown bool, r result) error {
 	why := fmt.Sprintf("the provider rejected the client credentials (%s)", r.code)
 	k.rejectedWhy.Store(&why)
 	k.rejectedUntil.Store(time.Now().Add(k.cfg.ClientRejectedCooldown).UnixNano())
 	k.log.Error("ALERT: the provider rejects this integration's client credentials; refreshing is paused for every connection until they are fixed",
 		"connection", e.id, "error_code", r.code, "status", r.status, "probe_after", k.cfg.ClientRejectedCooldown)
-	k.emit(ctx, tokenkeeper.EventClientRejected, rec, why)
-	return k.settleFailed(ctx, e, lh, rec, unknown, r, k.cfg.ClientRejectedCooldown)
+	k.emit(context.Background(), tokenkeeper.EventClientRejected, rec, why)
+	return k.settleFailed(e, lh, rec, unknown, r, k.cfg.ClientRejectedCooldown)
 }
 
 // settleFailed records a refresh that failed without killing the grant:
 // the connection is degraded, keeps its token until the cooldown (if that
 // token is known to be alive), and is tried again after it.
-func (k *Keeper) settleFailed(ctx context.Context, e *entry, lh *leaseHolder, rec *tokenkeeper.Record, unknown bool, r result, cooldown time.Duration) error {
+func (k *Keeper) settleFailed(e *entry, lh *leaseHolder, rec *tokenkeeper.Record, unknown bool, r result, cooldown time.Duration) error {
+	ctx, cancel := k.settleContext()
+	defer cancel()
 	now := k.stamp()
 	cooldown = max(cooldown, k.cfg.FailureCooldown)
-	next := *rec
-	next.LastError = failReason(r)
-	next.NextRefreshAt = truncate(now.Add(cooldown))
-	if unknown {
-		// The marker stays: whoever tries next knows the outcome is unknown,
-		// and the current access token may be dead, so nothing is promised.
-		next.Pending = tokenkeeper.Pending{Since: rec.Pending.Since, Owner: k.cfg.Owner, Unknown: true}
-	} else {
-		next.Pending = tokenkeeper.Pending{}
+	reason := failReason(r)
+	next, err := k.leasedUpdate(ctx, e.id, lh, rec, func(n *tokenkeeper.Record) {
+		n.LastError = reason
+		n.NextRefreshAt = truncate(now.Add(cooldown))
+		if !n.Degraded() {
+			n.DegradedSince = now
+		}
+		if unknown {
+			// The marker stays: whoever tries next knows the outcome is
+			// unknown, and the current access token may be dead, so nothing
+			// is promised.
+			n.Pending = tokenkeeper.Pending{Since: rec.Pending.Since, Owner: k.cfg.Owner, Unknown: true}
+			return
+		}
+		n.Pending = tokenkeeper.Pending{}
 		// Nothing rotated: the old token lives until the provider's expiry.
 		// Extend its promise to the next try (never shrink it).
-		promise := truncate(now.Add(cooldown - k.cfg.DrainGrace))
-		if latest := next.Tokens.Expiry.Add(-2 * k.cfg.DrainGrace); promise.After(latest) {
+		grace := k.grace(n.Tokens.Expiry.Sub(n.LastRefreshAt))
+		promise := truncate(now.Add(cooldown - grace))
+		if latest := n.Tokens.Expiry.Add(-2 * grace); promise.After(latest) {
 			promise = truncate(latest)
 		}
-		if promise.After(next.Tokens.ExpiresAt) {
-			next.Tokens.ExpiresAt = promise
+		if promise.After(n.Tokens.ExpiresAt) {
+			n.Tokens.ExpiresAt = promise
+		}
+	})
+	switch {
+	case err != nil && !errors.Is(err, errAgain):
+		k.log.Error("refresh: cannot record the failure", "connection", e.id, "error", err)
+		if unknown {
+			e.publish(nil, rec.Generation)
+		}
+	case err == nil && unknown:
+		e.publish(nil, next.Generation)
+	case err == nil:
+		if c, cerr := k.cachedFrom(next); cerr == nil && c != nil {
+			e.publish(c, next.Generation)
 		}
 	}
-	wasDegraded := rec.Degraded()
-	if !wasDegraded {
-		next.DegradedSince = now
-	}
-	if err := k.writeLeased(ctx, &next, rec.Generation, lh.lease()); err != nil {
-		k.log.Error("refresh: cannot record the failure", "connection", e.id, "error", err)
-	} else if c, err := k.cachedFrom(&next); err == nil && c != nil && !unknown {
-		e.cur.Store(c)
-	} else if unknown {
-		e.cur.Store(nil)
-	}
-	if !wasDegraded {
-		k.emit(ctx, tokenkeeper.EventDegraded, &next, next.LastError)
+	if err == nil && !rec.Degraded() {
+		k.emit(ctx, tokenkeeper.EventDegraded, next, reason)
 	}
 	return tokenkeeper.Errorf(tokenkeeper.CodeUnavailable, "connection %s: refresh failed (%s); next try after %s: %w",
-		e.id, next.LastError, cooldown.Round(time.Millisecond), r.err)
+		e.id, reason, cooldown.Round(time.Millisecond), r.err)
 }
 
 func failReason(r result) string {
@@ -109,6 +136,9 @@ func failReason(r result) string {
 	case classNotSent:
 		return "the token endpoint could not be reached"
 	case classClient:
+		if r.code == "paused" {
+			return "refreshing is paused: the provider rejected the client credentials"
+		}
 		return fmt.Sprintf("the provider rejected the client credentials (%s)", r.code)
 	case classRejected:
 		if r.code != "" {

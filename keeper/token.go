@@ -22,21 +22,24 @@ import (
 // or the store fails (retry later) or after Close, and ctx's error if ctx
 // ends first.
 func (k *Keeper) Token(ctx context.Context, id tokenkeeper.ConnectionID) (tokenkeeper.AccessToken, error) {
-	e := k.entry(id)
-	if c := e.cur.Load(); c != nil {
-		now := k.now()
-		if now.Before(c.token.ExpiresAt) {
-			e.touch(now)
-			return c.token, nil
+	if v, ok := k.entries.Load(id); ok {
+		e := v.(*entry)
+		if c := e.cur.Load(); c != nil {
+			now := k.now()
+			if now.Before(c.token.ExpiresAt) {
+				e.touch(now)
+				return c.token, nil
+			}
 		}
 	}
-	return k.tokenSlow(ctx, e)
+	return k.tokenSlow(ctx, id)
 }
 
-func (k *Keeper) tokenSlow(ctx context.Context, e *entry) (tokenkeeper.AccessToken, error) {
-	if err := e.id.Validate(); err != nil {
+func (k *Keeper) tokenSlow(ctx context.Context, id tokenkeeper.ConnectionID) (tokenkeeper.AccessToken, error) {
+	if err := id.Validate(); err != nil {
 		return tokenkeeper.AccessToken{}, err
 	}
+	e := k.entry(id)
 	e.touch(k.now())
 	c, err := k.await(ctx, e, nil, false)
 	if err != nil {
@@ -86,7 +89,10 @@ func (k *Keeper) Refresh(ctx context.Context, id tokenkeeper.ConnectionID) (toke
 // stale, if set, is a token proven dead; force asks for a refresh whatever
 // the current token.
 func (k *Keeper) await(ctx context.Context, e *entry, stale *tokenkeeper.Secret, force bool) (*cached, error) {
-	for {
+	for round := 0; ; round++ {
+		if round == 4 {
+			return nil, tokenkeeper.Errorf(tokenkeeper.CodeUnavailable, "connection %s: no fresh token after %d refreshes", e.id, round)
+		}
 		f, err := k.join(e, stale, force)
 		if err != nil {
 			return nil, err
@@ -99,7 +105,7 @@ func (k *Keeper) await(ctx context.Context, e *entry, stale *tokenkeeper.Secret,
 		if f.err != nil {
 			return nil, f.err
 		}
-		c := e.cur.Load()
+		c := f.c
 		// A forced flight that started before our request may have ended
 		// with the very token we report stale, or an operator's refresh may
 		// have joined a flight that did not refresh: go again.
@@ -122,14 +128,11 @@ func (k *Keeper) join(e *entry, stale *tokenkeeper.Secret, force bool) (*flight,
 	defer e.mu.Unlock()
 	f := e.flight
 	if f == nil {
-		if k.closed.Load() {
-			return nil, errClosed()
-		}
 		f = newFlight()
 		f.force = force
-		e.flight = f
-		k.flights.Add(1)
-		go k.fly(e, f)
+		if !k.launch(e, f) {
+			return nil, errClosed()
+		}
 	}
 	if stale != nil {
 		f.markStale(*stale)
@@ -152,16 +155,30 @@ func (k *Keeper) fly(e *entry, f *flight) {
 	defer cancel()
 	c, err := k.ensure(ctx, e, f)
 	if c != nil {
-		e.cur.Store(c)
+		e.publish(c, c.generation)
+	}
+	if tokenkeeper.ErrorCode(err) == tokenkeeper.CodeNotFound {
+		k.entries.CompareAndDelete(e.id, e) // do not keep unknown ids in memory
 	}
 	e.mu.Lock()
-	f.err = err
-	if c != nil {
-		f.tok = c.token
-	}
+	f.err, f.c = err, c
 	e.flight = nil
 	e.mu.Unlock()
 	close(f.done)
+}
+
+// launch starts flight f for e, which must have none; e.mu is held. It
+// returns false after Close.
+func (k *Keeper) launch(e *entry, f *flight) bool {
+	k.life.Lock()
+	defer k.life.Unlock()
+	if k.closed.Load() {
+		return false
+	}
+	e.flight = f
+	k.flights.Add(1) // under life, so never concurrent with Close's Wait
+	go k.fly(e, f)
+	return true
 }
 
 // flightDeadline bounds a whole flight: waits, attempts and the commit.
