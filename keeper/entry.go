@@ -14,6 +14,12 @@ type entry struct {
 	id       tokenkeeper.ConnectionID
 	cur      atomic.Pointer[cached]
 	lastUsed atomic.Int64 // unix nanos on the keeper clock; 0 never used
+	// used is set by the hot path (which reads no clock) and turned into a
+	// lastUsed time by the scheduler.
+	used atomic.Bool
+	// timed: arm each published token's live flag with a timer (the keeper
+	// runs on the real clock).
+	timed bool
 
 	mu     sync.Mutex
 	flight *flight // the refresh in flight, nil if none
@@ -33,7 +39,18 @@ type cached struct {
 	expiry     time.Time // the provider's expiry
 	lifetime   time.Duration
 	generation int64
+
+	// live is true from publication until liveMargin before the promise
+	// ends, cleared by a timer: the hot path checks it instead of reading
+	// the clock. Only for keepers on the real clock.
+	live  atomic.Bool
+	timer *time.Timer // guarded by entry.pubMu
 }
+
+// liveMargin is how long before the promise ends a token's live flag is
+// cleared, so that a timer firing a little late still clears it in time.
+// After that the hot path compares with the clock.
+const liveMargin = 10 * time.Millisecond
 
 // flight is one shared attempt to bring a connection's token up to date.
 // Every waiter gets the same result.
@@ -96,7 +113,20 @@ func (e *entry) publish(c *cached, gen int64) {
 		return
 	}
 	e.floor = gen
-	e.cur.Store(c)
+	old := e.cur.Swap(c)
+	if old == c {
+		return
+	}
+	if old != nil && old.timer != nil {
+		old.timer.Stop()
+		old.live.Store(false)
+	}
+	if c != nil && e.timed {
+		if d := time.Until(c.token.ExpiresAt) - liveMargin; d > 0 {
+			c.live.Store(true)
+			c.timer = time.AfterFunc(d, func() { c.live.Store(false) })
+		}
+	}
 }
 
 // touch records a use at now. It writes only when the recorded time is a
@@ -114,7 +144,7 @@ func (k *Keeper) entry(id tokenkeeper.ConnectionID) *entry {
 	if v, ok := k.entries.Load(id); ok {
 		return v.(*entry)
 	}
-	v, _ := k.entries.LoadOrStore(id, &entry{id: id})
+	v, _ := k.entries.LoadOrStore(id, &entry{id: id, timed: k.timed})
 	return v.(*entry)
 }
 

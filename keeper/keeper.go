@@ -124,6 +124,9 @@ type Keeper struct {
 	closed   atomic.Bool
 	life     sync.Mutex // orders flights.Add against Close
 
+	// timed: Config.Now was nil, so the real clock drives the live flags.
+	timed bool
+
 	// hook, when set by tests, is called at each step of a refresh.
 	hook func(step string, id tokenkeeper.ConnectionID)
 }
@@ -131,11 +134,13 @@ type Keeper struct {
 // New returns a Keeper. It fails with [tokenkeeper.CodeInvalid], naming the
 // setting, if the configuration is incomplete or inconsistent.
 func New(cfg Config) (*Keeper, error) {
+	timed := cfg.Now == nil
 	if err := cfg.resolve(); err != nil {
 		return nil, err
 	}
 	k := &Keeper{
 		cfg:     cfg,
+		timed:   timed,
 		log:     cfg.Logger,
 		now:     cfg.Now,
 		client:  cfg.HTTPClient,

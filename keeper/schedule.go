@@ -43,6 +43,9 @@ func (k *Keeper) refreshHot() {
 	now := k.now()
 	k.entries.Range(func(_, v any) bool {
 		e := v.(*entry)
+		if e.used.Load() && e.used.Swap(false) {
+			e.lastUsed.Store(now.UnixNano())
+		}
 		c := e.cur.Load()
 		if c == nil || now.Before(c.token.ExpiresAt) {
 			return true

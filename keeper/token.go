@@ -11,7 +11,9 @@ import (
 // until which it is promised valid ([tokenkeeper.AccessToken]).
 //
 // If the token in memory is within its promise, Token returns it at once,
-// without locks shared with other connections and without allocating.
+// without locks shared with other connections and without allocating; on
+// the real clock (Config.Now nil) it reads no clock either: a timer clears
+// each token's live flag just before its promise ends.
 // Otherwise it joins (or starts) the connection's one refresh in flight and
 // waits for it, or for ctx. A caller that gives up does not stop the
 // refresh: it completes and is persisted for the next caller.
@@ -25,6 +27,12 @@ func (k *Keeper) Token(ctx context.Context, id tokenkeeper.ConnectionID) (tokenk
 	if v, ok := k.entries.Load(id); ok {
 		e := v.(*entry)
 		if c := e.cur.Load(); c != nil {
+			if c.live.Load() { // set until just before the promise ends
+				if !e.used.Load() {
+					e.used.Store(true)
+				}
+				return c.token, nil
+			}
 			now := k.now()
 			if now.Before(c.token.ExpiresAt) {
 				e.touch(now)
