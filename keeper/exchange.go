@@ -152,20 +152,26 @@ func (e *sanitized) Unwrap() error { return e.err }
 
 func sanitize(err error) error { return &sanitized{err} }
 
+// maxRetryAfter caps what a provider's Retry-After can ask for.
+const maxRetryAfter = 24 * time.Hour
+
 // retryAfter parses a Retry-After header (RFC 9110 section 10.2.3), as
-// seconds or an HTTP date; 0 if absent or unparsable.
+// seconds or an HTTP date; 0 if absent or unparsable, at most a day.
 func retryAfter(v string, now time.Time) time.Duration {
 	if v == "" {
 		return 0
 	}
-	if s, err := strconv.Atoi(v); err == nil {
-		if s < 0 {
+	if s, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if s <= 0 {
 			return 0
+		}
+		if s > int64(maxRetryAfter/time.Second) {
+			return maxRetryAfter
 		}
 		return time.Duration(s) * time.Second
 	}
 	if t, err := http.ParseTime(v); err == nil && t.After(now) {
-		return t.Sub(now)
+		return min(t.Sub(now), maxRetryAfter)
 	}
 	return 0
 }
