@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/tokenkeeper/tokenkeeper"
 )
@@ -26,9 +25,7 @@ func (s *Store) CreateConnection(ctx context.Context, rec *tokenkeeper.Record) e
 	if err != nil {
 		return fmt.Errorf("sqlite: create connection %s: %w", rec.ID, err)
 	}
-	query := `INSERT INTO connections (id, ` + strings.Join(writeColumns, ", ") +
-		`) VALUES (?` + strings.Repeat(", ?", len(writeColumns)) + `)`
-	_, err = s.write.ExecContext(ctx, query, append([]any{string(rec.ID)}, args...)...)
+	_, err = s.stmts.createConnection.ExecContext(ctx, append([]any{string(rec.ID)}, args...)...)
 	if err != nil {
 		err = withMessage(mapErr(err), tokenkeeper.CodeConflict, "connection "+string(rec.ID)+" exists")
 		return fmt.Errorf("sqlite: create connection %s: %w", rec.ID, err)
@@ -39,22 +36,18 @@ func (s *Store) CreateConnection(ctx context.Context, rec *tokenkeeper.Record) e
 // GetConnection returns the connection id, with its lease as last written.
 // It returns CodeNotFound if there is none.
 func (s *Store) GetConnection(ctx context.Context, id tokenkeeper.ConnectionID) (*tokenkeeper.Record, error) {
-	rec, err := getConnection(ctx, s.read, id)
+	rec, err := getConnection(ctx, s.stmts.getConnection, id)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: get connection %s: %w", id, err)
 	}
 	return rec, nil
 }
 
-// querier is a *sql.DB or a *sql.Tx.
-type querier interface {
-	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
-}
-
-// getConnection reads the connection id through q.
-func getConnection(ctx context.Context, q querier, id tokenkeeper.ConnectionID) (*tokenkeeper.Record, error) {
-	row := q.QueryRowContext(ctx, `SELECT `+connectionColumns+` FROM connections WHERE id = ?`, string(id))
-	rec, err := scanRecord(row)
+// getConnection reads the connection id with get, a statement of
+// getConnectionSQL: s.stmts.getConnection, or s.stmts.getConnectionW
+// through a transaction.
+func getConnection(ctx context.Context, get *sql.Stmt, id tokenkeeper.ConnectionID) (*tokenkeeper.Record, error) {
+	rec, err := scanRecord(get.QueryRowContext(ctx, string(id)))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, errNotFound("connection " + string(id))
 	}
@@ -94,23 +87,22 @@ func (s *Store) update(ctx context.Context, rec *tokenkeeper.Record, expect int6
 	if err != nil {
 		return err
 	}
-	query := `UPDATE connections SET ` + strings.Join(writeColumns, " = ?, ") + ` = ?
-		WHERE id = ? AND generation = ?`
+	stmt := s.stmts.updateConnection
 	args = append(args, string(rec.ID), expect)
 	now := micros(s.now())
 	if lease != nil {
-		query += ` AND lease_owner <> '' AND lease_owner = ? AND lease_fence = ? AND lease_expires_at > ?`
+		stmt = s.stmts.updateLeased
 		args = append(args, lease.Owner, lease.Fence, now)
 	}
 	return s.inTx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, query, args...)
+		res, err := tx.StmtContext(ctx, stmt).ExecContext(ctx, args...)
 		if err != nil {
 			return mapErr(err)
 		}
 		if n, err := res.RowsAffected(); err != nil || n == 1 {
 			return mapErr(err)
 		}
-		cur, err := getConnection(ctx, tx, rec.ID)
+		cur, err := getConnection(ctx, tx.StmtContext(ctx, s.stmts.getConnectionW), rec.ID)
 		if err != nil {
 			return err
 		}
@@ -139,7 +131,7 @@ func (s *Store) inTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 // DeleteConnection removes the connection id and its lease. CodeNotFound if
 // there is none.
 func (s *Store) DeleteConnection(ctx context.Context, id tokenkeeper.ConnectionID) error {
-	res, err := s.write.ExecContext(ctx, `DELETE FROM connections WHERE id = ?`, string(id))
+	res, err := s.stmts.deleteConnection.ExecContext(ctx, string(id))
 	if err == nil {
 		var n int64
 		if n, err = res.RowsAffected(); err == nil && n == 0 {

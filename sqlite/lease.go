@@ -40,10 +40,7 @@ func (s *Store) acquireLease(ctx context.Context, id tokenkeeper.ConnectionID, o
 	var acquired bool
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
 		now := s.now()
-		row := tx.QueryRowContext(ctx, `UPDATE connections
-			SET lease_owner = ?, lease_fence = lease_fence + 1, lease_expires_at = ?
-			WHERE id = ? AND (lease_owner = '' OR lease_owner = ? OR lease_expires_at <= ?)
-			RETURNING `+connectionColumns,
+		row := tx.StmtContext(ctx, s.stmts.acquireLease).QueryRowContext(ctx,
 			owner, micros(now.Add(ttl)), string(id), owner, micros(now))
 		var err error
 		rec, err = scanRecord(row)
@@ -55,7 +52,7 @@ func (s *Store) acquireLease(ctx context.Context, id tokenkeeper.ConnectionID, o
 			return mapErr(err)
 		}
 		// Absent, or held by another owner: the re-read says which.
-		rec, err = getConnection(ctx, tx, id)
+		rec, err = getConnection(ctx, tx.StmtContext(ctx, s.stmts.getConnectionW), id)
 		return err
 	})
 	switch {
@@ -84,16 +81,14 @@ func (s *Store) RenewLease(ctx context.Context, id tokenkeeper.ConnectionID, lea
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
 		now := s.now()
 		var expires int64
-		err := tx.QueryRowContext(ctx, `UPDATE connections SET lease_expires_at = ?
-			WHERE id = ? AND lease_owner <> '' AND lease_owner = ? AND lease_fence = ? AND lease_expires_at > ?
-			RETURNING lease_owner, lease_fence, lease_expires_at`,
+		err := tx.StmtContext(ctx, s.stmts.renewLease).QueryRowContext(ctx,
 			micros(now.Add(ttl)), string(id), lease.Owner, lease.Fence, micros(now),
 		).Scan(&renewed.Owner, &renewed.Fence, &expires)
 		renewed.ExpiresAt = fromMicros(expires)
 		if !errors.Is(err, sql.ErrNoRows) {
 			return mapErr(err)
 		}
-		if _, err := getConnection(ctx, tx, id); err != nil {
+		if _, err := getConnection(ctx, tx.StmtContext(ctx, s.stmts.getConnectionW), id); err != nil {
 			return err
 		}
 		return errConflict(fmt.Sprintf("the lease (fence %d) is no longer held", lease.Fence))
@@ -109,8 +104,7 @@ func (s *Store) RenewLease(ctx context.Context, id tokenkeeper.ConnectionID, lea
 // held (expired, taken over, or of a deleted connection) changes nothing
 // and returns nil.
 func (s *Store) ReleaseLease(ctx context.Context, id tokenkeeper.ConnectionID, lease tokenkeeper.Lease) error {
-	_, err := s.write.ExecContext(ctx, `UPDATE connections SET lease_owner = '', lease_expires_at = 0
-		WHERE id = ? AND lease_owner <> '' AND lease_owner = ? AND lease_fence = ? AND lease_expires_at > ?`,
+	_, err := s.stmts.releaseLease.ExecContext(ctx,
 		string(id), lease.Owner, lease.Fence, micros(s.now()))
 	if err != nil {
 		return fmt.Errorf("sqlite: release lease %s: %w", id, mapErr(err))

@@ -19,9 +19,7 @@ func (s *Store) CreateSession(ctx context.Context, sess *tokenkeeper.Session) er
 	if sess == nil || len(sess.StateHash) == 0 {
 		return fmt.Errorf("sqlite: create session: %w", errInvalid("the session has no state hash"))
 	}
-	_, err := s.write.ExecContext(ctx, `INSERT INTO sessions
-		(state_hash, connection_id, return_url, verifier, verifier_key, created_at, expires_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?)`,
+	_, err := s.stmts.createSession.ExecContext(ctx,
 		sess.StateHash, string(sess.ConnectionID), sess.ReturnURL,
 		blob(sess.Verifier.Ciphertext), sess.Verifier.KeyID,
 		micros(sess.CreatedAt), micros(sess.ExpiresAt))
@@ -42,10 +40,8 @@ func (s *Store) TakeSession(ctx context.Context, stateHash []byte) (*tokenkeeper
 		sess             tokenkeeper.Session
 		created, expires int64
 	)
-	err := s.write.QueryRowContext(ctx, `DELETE FROM sessions WHERE state_hash = ?
-		RETURNING state_hash, connection_id, return_url, verifier, verifier_key, created_at, expires_at`,
-		stateHash,
-	).Scan(&sess.StateHash, &sess.ConnectionID, &sess.ReturnURL,
+	err := s.stmts.takeSession.QueryRowContext(ctx, stateHash).Scan(
+		&sess.StateHash, &sess.ConnectionID, &sess.ReturnURL,
 		&sess.Verifier.Ciphertext, &sess.Verifier.KeyID, &created, &expires)
 	if errors.Is(err, sql.ErrNoRows) {
 		err = errNotFound("session")
@@ -62,7 +58,7 @@ func (s *Store) TakeSession(ctx context.Context, stateHash []byte) (*tokenkeeper
 // DeleteExpiredSessions deletes the sessions whose ExpiresAt is before now
 // and returns how many it deleted.
 func (s *Store) DeleteExpiredSessions(ctx context.Context, now time.Time) (int, error) {
-	res, err := s.write.ExecContext(ctx, `DELETE FROM sessions WHERE expires_at < ?`, micros(now))
+	res, err := s.stmts.deleteExpired.ExecContext(ctx, micros(now))
 	var n int64
 	if err == nil {
 		n, err = res.RowsAffected()

@@ -54,6 +54,8 @@ type Store struct {
 	// read is a pool of query-only connections for plain reads, which WAL
 	// mode lets run beside a writer.
 	read *sql.DB
+	// stmts are the statements, prepared on read and write at Open.
+	stmts stmts
 	// now is the lease clock.
 	now func() time.Time
 }
@@ -66,10 +68,11 @@ var _ tokenkeeper.Store = (*Store)(nil)
 // files the mode of the database file. Several processes may open the same
 // file, a fresh one included, at the same time.
 //
-// ctx bounds the opening and the migration only; the Store does not keep
-// it. Open fails if the file is not a database, if its schema is newer than
-// this build knows, or if it cannot be put in WAL mode (as on some network
-// file systems). Close the Store when done.
+// ctx bounds the opening, the migration and the preparing of the
+// statements only; the Store does not keep it. Open fails if the file is
+// not a database, if its schema is newer than this build knows, or if it
+// cannot be put in WAL mode (as on some network file systems). Close the
+// Store when done.
 func Open(ctx context.Context, path string) (*Store, error) {
 	if path == "" {
 		return nil, tokenkeeper.Errorf(tokenkeeper.CodeInvalid, "sqlite: open: the database path is empty")
@@ -105,6 +108,11 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	n := max(4, runtime.GOMAXPROCS(0))
 	s.read.SetMaxOpenConns(n)
 	s.read.SetMaxIdleConns(n)
+
+	if err := s.prepare(ctx); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
 	return s, nil
 }
 
@@ -162,5 +170,5 @@ func dsn(path string, extra ...string) string {
 // the Store are not released (they expire). Close is safe to call more
 // than once.
 func (s *Store) Close() error {
-	return errors.Join(s.read.Close(), s.write.Close())
+	return errors.Join(s.closeStmts(), s.read.Close(), s.write.Close())
 }

@@ -1,9 +1,12 @@
 package sqlite
 
 import (
+	"context"
 	"database/sql"
+	"fmt"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -114,5 +117,132 @@ func TestMapErr_Busy(t *testing.T) {
 	}
 	if got := tokenkeeper.ErrorCode(mapErr(err)); got != tokenkeeper.CodeUnavailable {
 		t.Errorf("mapErr(%v) code = %q, want %q", err, got, tokenkeeper.CodeUnavailable)
+	}
+}
+
+// TestStmts_Reuse checks that the prepared statements stay usable after a
+// call that failed on them (a constraint, no row, a lost compare and swap,
+// an ended context), on the read pool from many goroutines at once, and
+// that Close closes them, twice without error.
+func TestStmts_Reuse(t *testing.T) {
+	s := openInternal(t)
+	ctx := t.Context()
+	at := time.Now().UTC().Truncate(time.Microsecond)
+	rec := func(id tokenkeeper.ConnectionID) *tokenkeeper.Record {
+		return &tokenkeeper.Record{Connection: tokenkeeper.Connection{
+			ID: id, Provider: "pleo", State: tokenkeeper.StateActive, Generation: 1, CreatedAt: at, UpdatedAt: at,
+		}}
+	}
+	for range 3 {
+		if err := s.CreateConnection(ctx, rec("c1")); tokenkeeper.ErrorCode(err) != tokenkeeper.CodeConflict && err != nil {
+			t.Fatalf("CreateConnection c1: %v", err)
+		}
+	}
+	if err := s.CreateConnection(ctx, rec("c2")); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if _, err := s.TakeSession(ctx, []byte{9}); tokenkeeper.ErrorCode(err) != tokenkeeper.CodeNotFound {
+			t.Fatalf("TakeSession of none: %v, want not found", err)
+		}
+		if _, err := s.GetConnection(ctx, "none"); tokenkeeper.ErrorCode(err) != tokenkeeper.CodeNotFound {
+			t.Fatalf("GetConnection of none: %v, want not found", err)
+		}
+	}
+	if err := s.CreateSession(ctx, &tokenkeeper.Session{StateHash: []byte{9}, ConnectionID: "c1"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.TakeSession(ctx, []byte{9}); err != nil {
+		t.Fatal(err)
+	}
+
+	lease, _, err := s.AcquireLease(ctx, "c1", "a", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.AcquireLease(ctx, "c1", "b", time.Minute); tokenkeeper.ErrorCode(err) != tokenkeeper.CodeUnavailable {
+		t.Fatalf("AcquireLease of a held lease: %v, want unavailable", err)
+	}
+	stale := lease
+	stale.Fence--
+	r := rec("c1")
+	r.Generation = 2
+	if err := s.UpdateLeased(ctx, r, 1, stale); tokenkeeper.ErrorCode(err) != tokenkeeper.CodeConflict {
+		t.Fatalf("UpdateLeased with a stale fence: %v, want conflict", err)
+	}
+	done, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := s.UpdateLeased(done, r, 1, lease); tokenkeeper.ErrorCode(err) != tokenkeeper.CodeUnavailable {
+		t.Fatalf("UpdateLeased on an ended context: %v, want unavailable", err)
+	}
+	if _, err := s.GetConnection(done, "c1"); tokenkeeper.ErrorCode(err) != tokenkeeper.CodeUnavailable {
+		t.Fatalf("GetConnection on an ended context: %v, want unavailable", err)
+	}
+	if err := s.UpdateLeased(ctx, r, 1, lease); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.RenewLease(ctx, "c1", stale, time.Minute); tokenkeeper.ErrorCode(err) != tokenkeeper.CodeConflict {
+		t.Fatalf("RenewLease of a stale lease: %v, want conflict", err)
+	}
+	if _, err := s.RenewLease(ctx, "c1", lease, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ReleaseLease(ctx, "c1", lease); err != nil {
+		t.Fatal(err)
+	}
+
+	// Reads on the read pool's connections, beside writes.
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for i := range 8 {
+		wg.Go(func() {
+			for range 50 {
+				got, err := s.GetConnection(ctx, "c1")
+				if err != nil || got.Generation != 2 {
+					errs <- fmt.Errorf("reader %d: generation %v, %v", i, got, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Go(func() {
+		for range 50 {
+			l, _, err := s.AcquireLease(ctx, "c2", "w", time.Minute)
+			if err == nil {
+				err = s.ReleaseLease(ctx, "c2", l)
+			}
+			if err != nil {
+				errs <- fmt.Errorf("writer: %v", err)
+				return
+			}
+		}
+	})
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+
+	if err := s.DeleteConnection(ctx, "c2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteConnection(ctx, "c2"); tokenkeeper.ErrorCode(err) != tokenkeeper.CodeNotFound {
+		t.Fatalf("DeleteConnection of none: %v, want not found", err)
+	}
+	if n, err := s.DeleteExpiredSessions(ctx, time.Now()); err != nil || n != 0 {
+		t.Fatalf("DeleteExpiredSessions = %d, %v", n, err)
+	}
+
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	if _, err := s.GetConnection(ctx, "c1"); tokenkeeper.ErrorCode(err) != tokenkeeper.CodeInternal {
+		t.Errorf("GetConnection after Close: %v, want internal", err)
+	}
+	if err := s.ReleaseLease(ctx, "c1", lease); tokenkeeper.ErrorCode(err) != tokenkeeper.CodeInternal {
+		t.Errorf("ReleaseLease after Close: %v, want internal", err)
 	}
 }
