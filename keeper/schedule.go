@@ -94,12 +94,10 @@ func (k *Keeper) startFlight(e *entry) {
 func (k *Keeper) startKeepAlive(e *entry) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.flight != nil || k.closed.Load() {
+	if e.flight != nil {
 		return
 	}
 	f := newFlight()
 	f.keepAlive = true
-	e.flight = f
-	k.flights.Add(1)
-	go k.fly(e, f)
+	k.launch(e, f)
 }
