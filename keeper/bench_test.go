@@ -109,7 +109,7 @@ func BenchmarkKeeper_Token_Cached(b *testing.B) {
 		})
 	})
 	var many []tokenkeeper.ConnectionID // connected once, on the first run
-	b.Run("ParallelManyConnections", func(b *testing.B) {
+	connectMany := func(b *testing.B) {
 		if many == nil {
 			many = make([]tokenkeeper.ConnectionID, manyConnections)
 			for i := range many {
@@ -117,6 +117,25 @@ func BenchmarkKeeper_Token_Cached(b *testing.B) {
 			}
 			connectAll(b, e, k, many...)
 		}
+	}
+	// SerialManyConnections is the serial baseline of ParallelManyConnections:
+	// the same walk over 1,000 entries, so the two differ only in callers.
+	b.Run("SerialManyConnections", func(b *testing.B) {
+		connectMany(b)
+		b.ReportAllocs()
+		b.ResetTimer()
+		i := 0
+		for b.Loop() {
+			if _, err := k.Token(ctx, many[i]); err != nil {
+				b.Fatal(err)
+			}
+			if i++; i == manyConnections {
+				i = 0
+			}
+		}
+	})
+	b.Run("ParallelManyConnections", func(b *testing.B) {
+		connectMany(b)
 		var next atomic.Int64
 		b.ReportAllocs()
 		b.ResetTimer()
