@@ -101,8 +101,10 @@ func TestReview_CommitFailureNeverDropsThePair(t *testing.T) {
 	k := e.keeperOverStore(rs, cfg)
 	e.expire("acme")
 
-	rs.failCommits.Store(true) // the database goes down for a few seconds
-	if _, err := e.token(k, "acme"); err == nil {
+	rs.failCommits.Store(true) // the database goes down for longer than the old commit deadline
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if _, err := k.Token(ctx, "acme"); err == nil {
 		t.Fatal("Token succeeded with the commit failing")
 	}
 	if n := e.refreshes("ok"); n != 1 {
