@@ -55,6 +55,12 @@ type Grant struct {
 	// Scopes are the scopes granted (the response's scope, or those asked
 	// for if the provider did not say, RFC 6749 section 5.1).
 	Scopes []string
+	// Subject is who the grant is for (GET /v1/introspect's subjectURN),
+	// learned with the new access token before the grant is stored, so that
+	// the tokens and the subject are written together: two flows finishing
+	// at once for one connection can never leave one company's tokens
+	// under another's subject. "" if it could not be learned.
+	Subject string
 	// Tokens holds the new tokens. Tokens.Expiry is computed from the moment
 	// the exchange request was sent. Tokens.ExpiresAt is left zero: the
 	// keeper plans it.

@@ -69,7 +69,7 @@ func (k *Keeper) Connect(ctx context.Context, g tokenkeeper.Grant) (*tokenkeeper
 func (k *Keeper) granted(rec *tokenkeeper.Record, g tokenkeeper.Grant, sealed tokenkeeper.SealedTokenSet, now time.Time) {
 	rec.Provider = g.Provider
 	rec.Scopes = g.Scopes
-	rec.Subject = "" // learned again: the consent may be for another company
+	rec.Subject = g.Subject // with the tokens: the consent may be for another company
 	rec.State = tokenkeeper.StateActive
 	rec.Tokens = sealed
 	rec.Pending = tokenkeeper.Pending{}
