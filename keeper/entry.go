@@ -95,15 +95,6 @@ func (f *flight) isStale(access tokenkeeper.Secret) bool {
 	return false
 }
 
-func (f *flight) isUrgent() bool {
-	select {
-	case <-f.urgent:
-		return true
-	default:
-		return false
-	}
-}
-
 // publish makes c the cached token (nil: none), as of the record's
 // generation gen, unless a later generation is already published.
 func (e *entry) publish(c *cached, gen int64) {
