@@ -99,7 +99,9 @@ type Session struct {
 	ConnectionID ConnectionID
 	ReturnURL    string
 	// Verifier is the PKCE code verifier, sealed with [AssociatedData]
-	// (SealKindSession, the hex StateHash, FieldCodeVerifier).
+	// (SealKindSession, the hex StateHash, FieldCodeVerifier), or, for a
+	// flow bound to a browser, FieldCodeVerifier + "/" + the hex SHA-256 of
+	// the binding: only that browser's callback can open it.
 	Verifier  Sealed
 	CreatedAt time.Time
 	ExpiresAt time.Time

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
-	"encoding/hex"
 	"fmt"
 	"time"
 
@@ -29,6 +28,22 @@ type BeginRequest struct {
 	// preselect the company or organisation on the consent page. Empty
 	// sends nothing.
 	Subject string
+	// Binding, if set, binds the flow to the browser that begins it (RFC
+	// 6749 section 10.12, RFC 9700 section 4.7.1): only a callback whose
+	// CallbackRequest.Binding is the same value can finish it. It should be
+	// an unguessable value (at least 128 random bits) that the web layer
+	// also keeps in the browser, in a cookie marked HttpOnly, Secure and
+	// SameSite=Lax (Lax, not Strict: the provider's redirect back is a
+	// cross-site top-level navigation, on which a Strict cookie is not
+	// sent). It is never stored: only its SHA-256 enters the associated
+	// data that seals the session's PKCE verifier.
+	//
+	// Empty means no binding: any callback that carries the state may
+	// finish the flow. That is weaker, because an attacker can then send a
+	// victim's browser to the callback with the state and code of a flow
+	// the attacker began, and connect the victim's connection id to the
+	// attacker's account; it is kept for callers that cannot set a cookie.
+	Binding string
 }
 
 // pruneInterval is how often Begin deletes expired sessions, at most.
@@ -47,8 +62,9 @@ const maxSubjectLength = 256
 //
 // It stores a session holding the SHA-256 of a new single-use state (32
 // random bytes) and a new PKCE verifier (RFC 7636 section 4.1) sealed by
-// Config.Sealer; the URL carries the state and the verifier's S256
-// challenge. The session expires after Config.SessionTTL.
+// Config.Sealer (bound to req.Binding, if set); the URL carries the state
+// and the verifier's S256 challenge. The session expires after
+// Config.SessionTTL.
 //
 // Begin also cleans up: at most once a minute per Flow, it deletes the
 // sessions that expired more than an hour ago. A failure to do so is
@@ -74,7 +90,7 @@ func (f *Flow) Begin(ctx context.Context, req BeginRequest) (authURL string, err
 	state := base64.RawURLEncoding.EncodeToString(b)
 	hash := hashState(state)
 	verifier := oauth2.GenerateVerifier()
-	sealed, err := f.sealer.Seal([]byte(verifier), verifierAD(hash))
+	sealed, err := f.sealer.Seal([]byte(verifier), verifierAD(hash, req.Binding))
 	if err != nil {
 		return "", fmt.Errorf("begin connect %s: seal verifier: %w", req.ConnectionID, err)
 	}
@@ -103,11 +119,6 @@ func (f *Flow) Begin(ctx context.Context, req BeginRequest) (authURL string, err
 func hashState(state string) []byte {
 	sum := sha256.Sum256([]byte(state))
 	return sum[:]
-}
-
-// verifierAD binds a sealed verifier to its session.
-func verifierAD(stateHash []byte) []byte {
-	return tokenkeeper.AssociatedData(tokenkeeper.SealKindSession, hex.EncodeToString(stateHash), tokenkeeper.FieldCodeVerifier)
 }
 
 // maybePrune deletes long-expired sessions, if no Begin of this Flow did in

@@ -92,6 +92,47 @@ func TestFlow_Begin(t *testing.T) {
 		}
 	})
 
+	// A binding is stored nowhere: it is in the associated data of the
+	// sealed verifier, which opens with it and without it does not.
+	t.Run("Binding", func(t *testing.T) {
+		e := newEnv(t, autoApprove, nil)
+		const binding = "Xb8kQ2nV7rLm4pT9sW1yZc6dF3gH5jK0"
+		authURL := e.begin(t, connect.BeginRequest{ConnectionID: "acme", Binding: binding})
+		u, err := url.Parse(authURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if u.Query().Has("binding") || strings.Contains(authURL, binding) {
+			t.Errorf("the authorize URL carries the binding: %s", authURL)
+		}
+		hash := sha256.Sum256([]byte(u.Query().Get("state")))
+		stateHex := hex.EncodeToString(hash[:])
+		bsum := sha256.Sum256([]byte(binding))
+		s, err := e.store.TakeSession(context.Background(), hash[:])
+		if err != nil {
+			t.Fatalf("TakeSession: %v", err)
+		}
+		bound := tokenkeeper.FieldCodeVerifier + "/" + hex.EncodeToString(bsum[:])
+		if _, err := e.sealer.Open(s.Verifier, tokenkeeper.AssociatedData(tokenkeeper.SealKindSession, stateHex, bound)); err != nil {
+			t.Errorf("the verifier does not open with the binding's field %q: %v", bound, err)
+		}
+		if _, err := e.sealer.Open(s.Verifier, tokenkeeper.AssociatedData(tokenkeeper.SealKindSession, stateHex, tokenkeeper.FieldCodeVerifier)); err == nil {
+			t.Error("the verifier of a bound session opens without the binding")
+		}
+		files, _ := filepath.Glob(filepath.Join(e.dir, "*"))
+		for _, f := range files {
+			data, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, secret := range [][]byte{[]byte(binding), bsum[:], []byte(hex.EncodeToString(bsum[:]))} {
+				if bytes.Contains(data, secret) {
+					t.Errorf("%s holds the binding or its hash", filepath.Base(f))
+				}
+			}
+		}
+	})
+
 	t.Run("ErrInvalid", func(t *testing.T) {
 		e := newEnv(t, autoApprove, nil)
 		for name, req := range map[string]connect.BeginRequest{
@@ -144,13 +185,13 @@ func TestFlow_Begin_Prune(t *testing.T) {
 	// An hour after expiring, a session is still "expired" rather than
 	// "unknown"; after that, the next prune deletes it.
 	e.clock.Advance(connect.DefaultSessionTTL + 30*time.Minute)
-	_, err := e.flow.Callback(context.Background(), recent)
+	_, err := e.flow.Callback(context.Background(), connect.CallbackRequest{Query: recent})
 	wantFlowError(t, err, connect.ReasonStateExpired, tokenkeeper.CodeInvalid)
 	e.clock.Advance(31 * time.Minute)
 	e.begin(t, connect.BeginRequest{ConnectionID: "later"})
 	if n := cs.deletes.Load(); n != 2 {
 		t.Errorf("a Begin an hour later did not prune: %d prunes, want 2", n)
 	}
-	_, err = e.flow.Callback(context.Background(), stale)
+	_, err = e.flow.Callback(context.Background(), connect.CallbackRequest{Query: stale})
 	wantFlowError(t, err, connect.ReasonStateUnknown, tokenkeeper.CodeInvalid)
 }

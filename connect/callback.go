@@ -9,6 +9,19 @@ import (
 	"github.com/tokenkeeper/tokenkeeper"
 )
 
+// CallbackRequest is the redirect back to Config.RedirectURL.
+type CallbackRequest struct {
+	// Query is the redirect's query (RFC 6749 section 4.1.2). nil is
+	// treated as empty.
+	Query url.Values
+	// Binding is the value the browser presented for the flow's binding
+	// (see BeginRequest.Binding), typically read from the cookie the web
+	// layer set when the flow began; empty if it presented none. A flow
+	// begun with a binding fails with [ReasonWrongBrowser] unless Binding
+	// is the same value. A flow begun without one ignores it.
+	Binding string
+}
+
 // Result is what a successful flow produced.
 type Result struct {
 	// Connection is the connection as the Keeper stored it, with the
@@ -20,35 +33,47 @@ type Result struct {
 }
 
 // ExchangeTimeout bounds the work Callback does after it has taken the
-// session: the code exchange, saving the tokens, and introspection. That
+// session: the code exchange, introspection, and saving the grant. That
 // work runs on a context detached from the caller's, because a code, once
 // sent, is spent: a user who closes the tab must not cost the tokens it
 // buys.
 const ExchangeTimeout = 30 * time.Second
 
-// Callback finishes a flow from the query of the redirect to Config.RedirectURL
-// (RFC 6749 section 4.1.2).
+// Callback finishes a flow from the redirect to Config.RedirectURL (RFC
+// 6749 section 4.1.2).
 //
 // It verifies the state before anything else (RFC 6749 section 10.12): the
 // state must be present once, name a session of this Flow's Store that has
 // not been used (the session is taken, so each state works once, even
-// against concurrent callbacks) and has not expired. Only then does it read
-// error or code. A redirect with an error ends the flow; one with neither
-// code nor error is a failed flow. The code is exchanged with its PKCE
-// verifier (RFC 7636 section 4.5) and client_secret_basic; the access
-// token's expiry is counted from the moment the request was sent. The
-// granted scopes are the response's scope, or the requested ones if it has
-// none (RFC 6749 section 5.1). The tokens go to Keeper.Connect.
+// against concurrent callbacks) and, if the flow was begun with a binding,
+// come with the same req.Binding (the browser that began the flow); then
+// the session must not have expired. Only then does it read error or code.
+// A redirect with an error ends the flow; one with neither code nor error
+// is a failed flow. The code is exchanged with its PKCE verifier (RFC 7636
+// section 4.5) and client_secret_basic; the access token's expiry is
+// counted from the moment the request was sent. The granted scopes are the
+// response's scope, or the requested ones if it has none (RFC 6749 section
+// 5.1).
 //
-// Then Callback asks GET {Provider.APIURL}/v1/introspect who the token is
-// for and records the subjectURN with Keeper.SetSubject. If that fails the
-// connection stays connected: the failure is logged and the result has an
-// empty subject.
+// Then Callback asks GET {Provider.APIURL}/v1/introspect, with the new
+// access token, who the grant is for, and hands the tokens and that
+// subject together to Keeper.Connect, which stores them in one write: two
+// flows finishing at once for one connection leave one flow's tokens with
+// that flow's subject, never one company's tokens under another's subject.
+// If introspection fails the connection is still made, without a subject:
+// the failure is logged and the result has an empty subject.
 //
 // Every error is a *[FlowError]; see [Reason] for the causes and their
-// codes. A nil query is treated as empty.
-func (f *Flow) Callback(ctx context.Context, query url.Values) (*Result, error) {
+// codes.
+func (f *Flow) Callback(ctx context.Context, req CallbackRequest) (*Result, error) {
+	query := req.Query
 	s, ferr := f.takeSession(ctx, query)
+	if ferr != nil {
+		return nil, ferr
+	}
+	// The browser check comes before anything that names the session: a
+	// page must not send another browser to the flow's return URL.
+	verifier, ferr := f.openVerifier(ctx, s, req.Binding)
 	if ferr != nil {
 		return nil, ferr
 	}
@@ -67,11 +92,6 @@ func (f *Flow) Callback(ctx context.Context, query url.Values) (*Result, error) 
 		return nil, ferr.forSession(s, returnURL)
 	}
 
-	verifier, err := f.sealer.Open(s.Verifier, verifierAD(s.StateHash))
-	if err != nil {
-		return nil, newFlowError(ReasonInternal, tokenkeeper.ErrorCode(err),
-			"the connect session could not be read", err).forSession(s, returnURL)
-	}
 	// From here on, a sent code is spent: finish on a detached context.
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ExchangeTimeout)
 	defer cancel()
@@ -79,6 +99,9 @@ func (f *Flow) Callback(ctx context.Context, query url.Values) (*Result, error) 
 	if ferr != nil {
 		return nil, ferr.forSession(s, returnURL)
 	}
+	// The subject is learned before the grant is stored, so that the
+	// keeper writes it with the tokens it belongs to.
+	grant.Subject = f.learnSubject(dctx, s.ConnectionID, grant.Tokens.AccessToken)
 	conn, err := f.keeper.Connect(dctx, grant)
 	if err == nil && conn == nil {
 		err = tokenkeeper.Errorf(tokenkeeper.CodeInternal, "keeper: Connect returned no connection and no error")
@@ -90,7 +113,6 @@ func (f *Flow) Callback(ctx context.Context, query url.Values) (*Result, error) 
 			"the connection could not be saved", err).forSession(s, returnURL)
 	}
 	c := *conn
-	c.Subject = f.learnSubject(dctx, s.ConnectionID, grant.Tokens.AccessToken)
 	f.log.InfoContext(ctx, "connect: connected", "connection", c.ID, "provider", c.Provider,
 		"generation", c.Generation, "subject", c.Subject, "scopes", c.Scopes)
 	return &Result{Connection: &c, ReturnURL: returnURL}, nil

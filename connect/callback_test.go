@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/url"
@@ -17,6 +18,7 @@ import (
 	"github.com/tokenkeeper/tokenkeeper"
 	"github.com/tokenkeeper/tokenkeeper/connect"
 	"github.com/tokenkeeper/tokenkeeper/emulator"
+	"github.com/tokenkeeper/tokenkeeper/keeper"
 )
 
 func TestFlow_Callback(t *testing.T) {
@@ -29,7 +31,7 @@ func TestFlow_Callback(t *testing.T) {
 		authURL := e.begin(t, connect.BeginRequest{ConnectionID: "acme-1", ReturnURL: "/settings?tab=pleo"})
 		q := e.browse(t, authURL)
 		sent := e.clock.Now() // nothing has been sent through the stepping client yet
-		res, err := e.flow.Callback(context.Background(), q)
+		res, err := e.flow.Callback(context.Background(), connect.CallbackRequest{Query: q})
 		if err != nil {
 			t.Fatalf("Callback: %v", err)
 		}
@@ -55,8 +57,10 @@ func TestFlow_Callback(t *testing.T) {
 		if g.Tokens.AccessToken.IsZero() || g.Tokens.RefreshToken.IsZero() {
 			t.Errorf("the grant lacks a token: %+v", g.Tokens)
 		}
+		// The subject was learned before the grant was stored, and goes
+		// with it.
 		wantGrant := tokenkeeper.Grant{
-			ConnectionID: "acme-1", Provider: tokenkeeper.ProviderCustom, Scopes: granted,
+			ConnectionID: "acme-1", Provider: tokenkeeper.ProviderCustom, Scopes: granted, Subject: companyNordlys,
 			Tokens: tokenkeeper.TokenSet{
 				AccessToken: g.Tokens.AccessToken, RefreshToken: g.Tokens.RefreshToken,
 				// expires_in (15 minutes) counts from when the request was
@@ -67,9 +71,6 @@ func TestFlow_Callback(t *testing.T) {
 		}
 		if diff := cmp.Diff(wantGrant, g); diff != "" {
 			t.Errorf("Grant (-want +got):\n%s", diff)
-		}
-		if diff := cmp.Diff([]subjectCall{{"acme-1", companyNordlys}}, e.keeper.Subjects()); diff != "" {
-			t.Errorf("SetSubject calls (-want +got):\n%s", diff)
 		}
 		// The access token is real: the API takes it.
 		req, _ := http.NewRequest(http.MethodGet, e.srv.APIURL+"/v1/introspect", nil)
@@ -126,7 +127,7 @@ func TestFlow_Callback(t *testing.T) {
 		if err != nil {
 			t.Fatalf("first Callback: %v", err)
 		}
-		_, err = e.flow.Callback(context.Background(), q)
+		_, err = e.flow.Callback(context.Background(), connect.CallbackRequest{Query: q})
 		fe := wantFlowError(t, err, connect.ReasonStateUnknown, tokenkeeper.CodeInvalid)
 		if fe.ReturnURL != "" || fe.ConnectionID != "" {
 			t.Errorf("a replay got ReturnURL %q, ConnectionID %q; want none", fe.ReturnURL, fe.ConnectionID)
@@ -145,7 +146,7 @@ func TestFlow_Callback(t *testing.T) {
 		errs := make(chan error, 8)
 		for range cap(errs) {
 			go func() {
-				_, err := e.flow.Callback(context.Background(), q)
+				_, err := e.flow.Callback(context.Background(), connect.CallbackRequest{Query: q})
 				errs <- err
 			}()
 		}
@@ -169,7 +170,7 @@ func TestFlow_Callback(t *testing.T) {
 		e := newEnv(t, autoApprove, nil)
 		q := e.browse(t, e.begin(t, connect.BeginRequest{ConnectionID: "acme", ReturnURL: "/back"}))
 		e.clock.Advance(connect.DefaultSessionTTL)
-		_, err := e.flow.Callback(context.Background(), q)
+		_, err := e.flow.Callback(context.Background(), connect.CallbackRequest{Query: q})
 		fe := wantFlowError(t, err, connect.ReasonStateExpired, tokenkeeper.CodeInvalid)
 		if fe.ReturnURL != "/back" || fe.ConnectionID != "acme" {
 			t.Errorf("got ReturnURL %q, ConnectionID %q; want /back and acme from the session", fe.ReturnURL, fe.ConnectionID)
@@ -183,7 +184,7 @@ func TestFlow_Callback(t *testing.T) {
 		e := newEnv(t, autoApprove, func(e *env) { e.cfg.SessionTTL = time.Hour })
 		q := e.browse(t, e.begin(t, connect.BeginRequest{ConnectionID: "acme"}))
 		e.clock.Advance(59 * time.Minute)
-		if _, err := e.flow.Callback(context.Background(), q); err != nil {
+		if _, err := e.flow.Callback(context.Background(), connect.CallbackRequest{Query: q}); err != nil {
 			t.Fatalf("Callback within SessionTTL: %v", err)
 		}
 	})
@@ -192,7 +193,7 @@ func TestFlow_Callback(t *testing.T) {
 		e := newEnv(t, emulator.Config{}, nil) // the consent page, and a user who says no
 		authURL := e.begin(t, connect.BeginRequest{ConnectionID: "acme", ReturnURL: "/back"})
 		q := e.deny(t, authURL)
-		_, err := e.flow.Callback(context.Background(), q)
+		_, err := e.flow.Callback(context.Background(), connect.CallbackRequest{Query: q})
 		fe := wantFlowError(t, err, connect.ReasonDenied, tokenkeeper.CodeForbidden)
 		want := connect.FlowError{Reason: connect.ReasonDenied, ConnectionID: "acme", ReturnURL: "/back",
 			ProviderCode: "access_denied", Description: "the user denied the request", Err: fe.Err}
@@ -229,7 +230,7 @@ func TestFlow_Callback(t *testing.T) {
 			t.Errorf("got ReturnURL %q, ConnectionID %q; want /back and acme", fe.ReturnURL, fe.ConnectionID)
 		}
 		// The failed flow spent its state.
-		_, err = e.flow.Callback(context.Background(), q)
+		_, err = e.flow.Callback(context.Background(), connect.CallbackRequest{Query: q})
 		wantFlowError(t, err, connect.ReasonStateUnknown, tokenkeeper.CodeInvalid)
 	})
 
@@ -263,14 +264,14 @@ func TestFlow_Callback(t *testing.T) {
 			"padded":      {"state": {real.Get("state") + "="}, "code": real["code"]},
 			"error param": {"state": {"x"}, "error": {"access_denied"}},
 		} {
-			_, err := e.flow.Callback(context.Background(), q)
+			_, err := e.flow.Callback(context.Background(), connect.CallbackRequest{Query: q})
 			fe := wantFlowError(t, err, connect.ReasonStateUnknown, tokenkeeper.CodeInvalid)
 			if fe.ReturnURL != "" || fe.ConnectionID != "" || fe.ProviderCode != "" {
 				t.Errorf("%s: a forged state got %+v", name, fe)
 			}
 		}
 		// The genuine state still works.
-		if _, err := e.flow.Callback(context.Background(), real); err != nil {
+		if _, err := e.flow.Callback(context.Background(), connect.CallbackRequest{Query: real}); err != nil {
 			t.Errorf("Callback with the genuine state after forgeries: %v", err)
 		}
 	})
@@ -285,7 +286,7 @@ func TestFlow_Callback(t *testing.T) {
 			"repeated": {"state": {real.Get("state"), real.Get("state")}, "code": real["code"]},
 			"error":    {"error": {"access_denied"}},
 		} {
-			_, err := e.flow.Callback(context.Background(), q)
+			_, err := e.flow.Callback(context.Background(), connect.CallbackRequest{Query: q})
 			fe := wantFlowError(t, err, connect.ReasonStateMissing, tokenkeeper.CodeInvalid)
 			if fe.ReturnURL != "" || fe.ConnectionID != "" {
 				t.Errorf("%s: got %+v, want no ReturnURL or ConnectionID", name, fe)
@@ -303,8 +304,93 @@ func TestFlow_Callback(t *testing.T) {
 		if fe.ReturnURL != "/back" {
 			t.Errorf("ReturnURL = %q, want /back", fe.ReturnURL)
 		}
-		if len(e.keeper.Subjects()) != 0 {
-			t.Error("SetSubject was called for a connection that was not saved")
+		// One write was attempted, with the tokens and the subject.
+		if g := e.keeper.Grants(); len(g) != 1 || g[0].Subject != companyNordlys {
+			t.Errorf("Keeper.Connect got %+v; want one grant, for %s", g, companyNordlys)
+		}
+	})
+
+	// Two flows for one connection id (two tabs, a retry, two replicas
+	// behind a load balancer) finish at about the same time, for two
+	// companies. Flow A learns its subject while flow B finishes. Whoever
+	// writes last, the stored tokens and subject must be one flow's pair:
+	// otherwise the integrator books company B's data as company A's.
+	t.Run("ConcurrentReconnectsKeepSubjectWithTokens", func(t *testing.T) {
+		e := newEnv(t, autoApprove, nil)
+		k, err := keeper.New(keeper.Config{
+			Store: e.store, Sealer: e.sealer, Provider: e.cfg.Provider,
+			ClientID: e.cfg.ClientID, ClientSecret: e.cfg.ClientSecret,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { k.Close() })
+
+		gate := newGateIntrospect()
+		cfgA, cfgB := e.cfg, e.cfg
+		cfgA.Keeper, cfgB.Keeper = k, k
+		cfgA.Now, cfgB.Now = nil, nil // the keeper runs on the real clock
+		cfgA.HTTPClient = &http.Client{Transport: gate}
+		flowA, err := connect.New(cfgA)
+		if err != nil {
+			t.Fatal(err)
+		}
+		flowB, err := connect.New(cfgB)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx := context.Background()
+		begin := func(f *connect.Flow, subject string) string {
+			u, err := f.Begin(ctx, connect.BeginRequest{ConnectionID: "acme", Subject: subject})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return u
+		}
+		qA := e.browse(t, begin(flowA, companyNordlys))
+		qB := e.browse(t, begin(flowB, companyFjord))
+
+		doneA := make(chan error, 1)
+		go func() {
+			_, err := flowA.Callback(ctx, connect.CallbackRequest{Query: qA})
+			doneA <- err
+		}()
+		<-gate.entered // A has its Nordlys tokens and is learning their subject
+		if _, err := flowB.Callback(ctx, connect.CallbackRequest{Query: qB}); err != nil {
+			t.Fatalf("flow B: %v", err)
+		}
+		close(gate.release)
+		if err := <-doneA; err != nil {
+			t.Fatalf("flow A: %v", err)
+		}
+
+		conn, err := k.Connection(ctx, "acme")
+		if err != nil {
+			t.Fatal(err)
+		}
+		tok, err := k.Token(ctx, "acme")
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Ask the provider whom the stored token is really for.
+		req, _ := http.NewRequest(http.MethodGet, e.srv.APIURL+"/v1/introspect", nil)
+		req.Header.Set("Authorization", "Bearer "+tok.Value.Reveal())
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var body struct {
+			SubjectURN string `json:"subjectURN"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+			t.Fatal(err)
+		}
+		if body.SubjectURN != companyNordlys {
+			t.Errorf("the stored token is for %q; want flow A's %q, which wrote last", body.SubjectURN, companyNordlys)
+		}
+		if conn.Subject != body.SubjectURN {
+			t.Errorf("connection acme records subject %q, but its stored token is for %q", conn.Subject, body.SubjectURN)
 		}
 	})
 }

@@ -12,9 +12,10 @@ import (
 // logged, counted and sent on the wire.
 type Reason string
 
-// The reasons a callback fails. The first three mean the callback could not
-// be tied to a flow this Flow started: its [FlowError] has no ConnectionID
-// and no ReturnURL.
+// The reasons a callback fails. ReasonStateMissing, ReasonStateUnknown and
+// ReasonWrongBrowser mean the callback could not be tied to a flow that this
+// Flow started in this browser: its [FlowError] has no ConnectionID and no
+// ReturnURL.
 const (
 	// ReasonStateMissing: the redirect carries no state (or more than one).
 	// CodeInvalid.
@@ -28,6 +29,15 @@ const (
 	// The ConnectionID and ReturnURL are filled in: they come from the
 	// session, not from the request.
 	ReasonStateExpired Reason = "state_expired"
+	// ReasonWrongBrowser: the state names a flow that was begun with a
+	// binding (BeginRequest.Binding), and the callback came with another
+	// binding or none: it was not made by the browser that began the flow,
+	// as when an attacker sends a victim to the callback with the code of
+	// the attacker's own consent (RFC 6749 section 10.12). CodeForbidden.
+	// The state is spent all the same. A session whose sealed verifier
+	// cannot be opened at all (its key gone from the keyset, its ciphertext
+	// altered) fails this way too: an AEAD cannot tell these apart.
+	ReasonWrongBrowser Reason = "wrong_browser"
 
 	// ReasonDenied: the provider answered error=access_denied (RFC 6749
 	// section 4.1.2.1): the user, or the provider's policy, refused consent.
@@ -51,7 +61,8 @@ const (
 	// ReasonInternal: tokenkeeper's own side failed: the session store, the
 	// sealer, or the [Keeper] that saves the tokens. The cause's code is
 	// kept (CodeUnavailable means retrying may help; anything else reads as
-	// CodeInternal).
+	// CodeInternal). A failure to read the session has no ConnectionID or
+	// ReturnURL, since the browser could not be checked.
 	ReasonInternal Reason = "internal"
 )
 
@@ -61,20 +72,22 @@ const (
 //
 // ConnectionID and ReturnURL come from the stored session, never from the
 // request, so they are set only once the state has been matched to a
-// session this Flow created: a page may redirect to ReturnURL without
-// becoming an open redirector.
+// session this Flow created (and, for a flow begun with a binding, the
+// callback to the browser that began it): a page may redirect to ReturnURL
+// without becoming an open redirector.
 //
 // No field, and no text of the error, holds the code, the state, the PKCE
-// verifier or a token. ProviderCode and Description come from the provider
-// (through the user's browser for a redirect): they are cleaned of control
-// characters and cut to a few hundred bytes, but are otherwise untrusted
-// text, so escape them when rendering (html/template does).
+// verifier, the browser binding or a token. ProviderCode and Description
+// come from the provider (through the user's browser for a redirect): they
+// are cleaned of control characters and cut to a few hundred bytes, but are
+// otherwise untrusted text, so escape them when rendering (html/template
+// does).
 //
 // A FlowError is immutable once returned and safe for concurrent use.
 type FlowError struct {
 	Reason Reason
 	// ConnectionID is the connection of the session; empty unless the state
-	// matched one.
+	// matched one (and the browser matched the flow's binding).
 	ConnectionID tokenkeeper.ConnectionID
 	// ReturnURL is where the user wanted to go back to; empty unless the
 	// state matched a session that had one.

@@ -2,6 +2,7 @@ package connect_test
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log"
@@ -110,7 +111,7 @@ func ExampleFlow_Callback() {
 	redirect, _ := url.Parse(resp.Header.Get("Location"))
 
 	// The redirect URL's handler passes the query on.
-	res, err := flow.Callback(ctx, redirect.Query())
+	res, err := flow.Callback(ctx, connect.CallbackRequest{Query: redirect.Query()})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -118,7 +119,7 @@ func ExampleFlow_Callback() {
 	fmt.Println("return to", res.ReturnURL)
 
 	// A state works once. Failures are *connect.FlowError, with a reason.
-	_, err = flow.Callback(ctx, redirect.Query())
+	_, err = flow.Callback(ctx, connect.CallbackRequest{Query: redirect.Query()})
 	var fe *connect.FlowError
 	if errors.As(err, &fe) {
 		fmt.Printf("again: %s (%s): %s\n", fe.Reason, tokenkeeper.ErrorCode(err), tokenkeeper.ErrorMessage(err))
@@ -129,6 +130,66 @@ func ExampleFlow_Callback() {
 	// return to /settings
 	// again: state_unknown (invalid): the callback's state is unknown or already used; start connecting again
 	// violations: 0
+}
+
+// ExampleFlow_Callback_binding binds flows to the browser that began them,
+// so that nobody can send a victim's browser to the callback with the code
+// of a consent they gave themselves (login CSRF, RFC 6749 section 10.12).
+func ExampleFlow_Callback_binding() {
+	ctx := context.Background()
+	srv, err := emulator.NewServer(emulator.Config{AutoApprove: true})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer srv.Close()
+	flow, cleanup := exampleFlow(srv)
+	defer cleanup()
+	browser := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	visit := func(authURL string) url.Values {
+		resp, err := browser.Get(authURL)
+		if err != nil {
+			log.Fatal(err)
+		}
+		resp.Body.Close()
+		redirect, _ := url.Parse(resp.Header.Get("Location"))
+		return redirect.Query()
+	}
+
+	// The web layer's begin handler makes a random value, keeps it in the
+	// browser, and binds the flow to it:
+	//
+	//	binding := rand.Text()
+	//	http.SetCookie(w, &http.Cookie{Name: "connect_binding", Value: binding, Path: "/oauth/callback",
+	//		HttpOnly: true, Secure: true, SameSite: http.SameSiteLaxMode, MaxAge: 600})
+	mine, theirs := rand.Text(), rand.Text()
+	authURL, err := flow.Begin(ctx, connect.BeginRequest{ConnectionID: "acme", Binding: mine})
+	if err != nil {
+		log.Fatal(err)
+	}
+	query := visit(authURL)
+
+	// Its callback handler passes the cookie's value on. Another browser
+	// (with another cookie, or none) cannot finish the flow, and spends
+	// its state.
+	_, err = flow.Callback(ctx, connect.CallbackRequest{Query: query, Binding: theirs})
+	var fe *connect.FlowError
+	if errors.As(err, &fe) {
+		fmt.Printf("another browser: %s (%s): %s\n", fe.Reason, tokenkeeper.ErrorCode(err), tokenkeeper.ErrorMessage(err))
+	}
+
+	// The browser that began a flow finishes it.
+	authURL, err = flow.Begin(ctx, connect.BeginRequest{ConnectionID: "acme", Binding: mine})
+	if err != nil {
+		log.Fatal(err)
+	}
+	res, err := flow.Callback(ctx, connect.CallbackRequest{Query: visit(authURL), Binding: mine})
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("the same browser: connected", res.Connection.ID)
+	// Output:
+	// another browser: wrong_browser (forbidden): this sign-in was started in another browser; start connecting again in this one
+	// the same browser: connected acme
 }
 
 // exampleFlow returns a Flow for the demo client of srv, as ExampleFlow_Begin
@@ -186,19 +247,9 @@ func (k *memKeeper) Connect(_ context.Context, g tokenkeeper.Grant) (*tokenkeepe
 		c = &tokenkeeper.Connection{ID: g.ConnectionID}
 		k.conns[g.ConnectionID] = c
 	}
-	c.Provider, c.Scopes, c.State = g.Provider, g.Scopes, tokenkeeper.StateActive
+	// The subject is written with the tokens, as *keeper.Keeper does.
+	c.Provider, c.Subject, c.Scopes, c.State = g.Provider, g.Subject, g.Scopes, tokenkeeper.StateActive
 	c.Generation++
 	cp := *c
 	return &cp, nil
-}
-
-func (k *memKeeper) SetSubject(_ context.Context, id tokenkeeper.ConnectionID, subject string) error {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	c := k.conns[id]
-	if c == nil {
-		return tokenkeeper.Errorf(tokenkeeper.CodeNotFound, "connection %s not found", id)
-	}
-	c.Subject = subject
-	return nil
 }

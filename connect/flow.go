@@ -4,16 +4,19 @@
 //
 // [Flow.Begin] starts a flow for a connection id and returns the provider's
 // authorisation URL to send the user to. [Flow.Callback] takes the query of
-// the redirect back, checks its state before anything else, exchanges the
-// code for tokens, and hands them to a [Keeper] to persist. It then asks the
-// provider who the grant is for (GET {API}/v1/introspect) and records the
-// subject.
+// the redirect back, checks its state (and, if the flow was begun with one,
+// the binding to the browser that began it) before anything else, exchanges
+// the code for tokens, asks the provider who the grant is for (GET
+// {API}/v1/introspect), and hands the tokens and the subject together to a
+// [Keeper] to persist in one write.
 //
 // The server side of a flow is a [tokenkeeper.Session] in the
 // [tokenkeeper.Store]: the SHA-256 of the state (never the state itself) and
 // the PKCE verifier sealed by a [tokenkeeper.Sealer]. A copy of the
 // database therefore can neither forge a callback nor redeem a stolen code.
-// Each state works once, and only until its session expires. Begin deletes
+// Each state works once, and only until its session expires. A browser
+// binding (BeginRequest.Binding) is not stored either: it is part of the
+// associated data the verifier is sealed with. Begin deletes
 // long-expired sessions itself, at most once a minute per Flow, so there is
 // nothing to schedule.
 //
@@ -36,14 +39,14 @@ import (
 // Keeper persists what a finished flow produced. *keeper.Keeper implements
 // it. Implementations must be safe for concurrent use.
 type Keeper interface {
-	// Connect stores the grant's tokens for g.ConnectionID: it creates the
+	// Connect stores the grant for g.ConnectionID: it creates the
 	// connection, or for an existing id replaces its token set, clears
-	// reconnect_required or disconnected, and keeps its metadata. It
-	// returns the connection as stored.
+	// reconnect_required or disconnected, and keeps its metadata. It must
+	// write g.Subject (a subject URN such as "urn:pleo:company:<uuid>", or
+	// "" if unknown) in the same write as the tokens, so that a concurrent
+	// Connect for the same id never leaves one grant's tokens with the
+	// other's subject. It returns the connection as stored.
 	Connect(ctx context.Context, g tokenkeeper.Grant) (*tokenkeeper.Connection, error)
-	// SetSubject records who the grant is for (a subject URN such as
-	// "urn:pleo:company:<uuid>").
-	SetSubject(ctx context.Context, id tokenkeeper.ConnectionID, subject string) error
 }
 
 // DefaultSessionTTL is how long a user has between [Flow.Begin] and the
@@ -72,7 +75,7 @@ type Config struct {
 	Store tokenkeeper.Store
 	// Sealer seals the PKCE verifier in the session.
 	Sealer tokenkeeper.Sealer
-	// Keeper persists the tokens and the subject.
+	// Keeper persists the grant: the tokens and the subject, together.
 	Keeper Keeper
 
 	// AllowedReturnURLs are the absolute URLs a return URL may start with:
@@ -93,8 +96,9 @@ type Config struct {
 	// time.Now.
 	Now func() time.Time
 	// Logger receives a line per connection made and a warning per step that
-	// failed without failing the flow. It never receives a code, state,
-	// verifier or token. nil discards.
+	// failed without failing the flow, and a warning per callback from
+	// the wrong browser. It never receives a code, state, verifier, browser
+	// binding or token. nil discards.
 	Logger *slog.Logger
 }
 

@@ -2,6 +2,7 @@ package connect_test
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"log/slog"
 	"net/url"
@@ -15,11 +16,17 @@ import (
 
 // FuzzFlow_Callback feeds Callback arbitrary redirect queries. Each run
 // begins a fresh flow first; "STATE" in the input stands for its genuine
-// state, so the fuzzer explores what follows a verified state too.
+// state, so the fuzzer explores what follows a verified state too. Each run
+// also makes two fresh browser bindings; begin and callback pick the
+// binding Begin and Callback get: 0 none, 1 the first, 2 the second (modulo
+// 3).
 //
 // Callback must not panic, must fail with a *connect.FlowError carrying a
 // valid code, must name a connection or a return URL only if the query's
-// one state is the genuine one, and must not echo the state.
+// one state is the genuine one and the browser is the one that began the
+// flow (or the flow is unbound), must fail with ReasonWrongBrowser for a
+// genuine state from another browser, and must not echo the state or a
+// binding.
 func FuzzFlow_Callback(f *testing.F) {
 	for _, seed := range []string{
 		"",
@@ -27,12 +34,16 @@ func FuzzFlow_Callback(f *testing.F) {
 		"state=STATE&error=access_denied&error_description=no",
 		"state=other&code=pac_x",
 	} {
-		f.Add(seed)
+		for _, b := range [][2]byte{{0, 0}, {1, 1}, {1, 2}, {1, 0}, {0, 2}} {
+			f.Add(seed, b[0], b[1])
+		}
 	}
 	e := newEnv(f, autoApprove, func(e *env) { e.cfg.Logger = slog.New(slog.DiscardHandler) })
 	ctx := context.Background()
-	f.Fuzz(func(t *testing.T, raw string) {
-		authURL, err := e.flow.Begin(ctx, connect.BeginRequest{ConnectionID: "fuzz", ReturnURL: "/back"})
+	f.Fuzz(func(t *testing.T, raw string, begin, callback byte) {
+		bindings := [3]string{"", rand.Text(), rand.Text()}
+		beginBinding, callbackBinding := bindings[begin%3], bindings[callback%3]
+		authURL, err := e.flow.Begin(ctx, connect.BeginRequest{ConnectionID: "fuzz", ReturnURL: "/back", Binding: beginBinding})
 		if err != nil {
 			t.Fatalf("Begin: %v", err)
 		}
@@ -40,11 +51,12 @@ func FuzzFlow_Callback(f *testing.F) {
 		state := u.Query().Get("state")
 		q, _ := url.ParseQuery(strings.ReplaceAll(raw, "STATE", state)) // keeps what parses
 		verified := slices.Equal(q["state"], []string{state})
+		sameBrowser := beginBinding == "" || callbackBinding == beginBinding
 
-		res, err := e.flow.Callback(ctx, q)
+		res, err := e.flow.Callback(ctx, connect.CallbackRequest{Query: q, Binding: callbackBinding})
 		if err == nil {
-			if !verified || res.ReturnURL != "/back" || res.Connection.ID != "fuzz" {
-				t.Fatalf("Callback(%q) succeeded with %+v", raw, res)
+			if !verified || !sameBrowser || res.ReturnURL != "/back" || res.Connection.ID != "fuzz" {
+				t.Fatalf("Callback(%q, binding %d/%d) succeeded with %+v", raw, begin%3, callback%3, res)
 			}
 			return
 		}
@@ -55,14 +67,23 @@ func FuzzFlow_Callback(f *testing.F) {
 		if !tokenkeeper.ErrorCode(err).Valid() || tokenkeeper.ErrorMessage(err) == "" {
 			t.Fatalf("Callback(%q) error %v has code %q and message %q", raw, err, tokenkeeper.ErrorCode(err), tokenkeeper.ErrorMessage(err))
 		}
-		if (fe.ReturnURL != "" || fe.ConnectionID != "") && !verified {
-			t.Fatalf("Callback(%q) with an unverified state named ReturnURL %q, ConnectionID %q", raw, fe.ReturnURL, fe.ConnectionID)
+		named := fe.ReturnURL != "" || fe.ConnectionID != ""
+		switch {
+		case !verified:
+			if named || (fe.Reason != connect.ReasonStateMissing && fe.Reason != connect.ReasonStateUnknown) {
+				t.Fatalf("Callback(%q) with an unverified state got %+v", raw, fe)
+			}
+		case !sameBrowser:
+			if named || fe.Reason != connect.ReasonWrongBrowser || tokenkeeper.ErrorCode(err) != tokenkeeper.CodeForbidden {
+				t.Fatalf("Callback(%q) from another browser (binding %d/%d) got %+v", raw, begin%3, callback%3, fe)
+			}
+		case fe.ReturnURL != "/back" || fe.ConnectionID != "fuzz":
+			t.Fatalf("Callback(%q) with the genuine state, binding %d/%d, lost the session: %+v", raw, begin%3, callback%3, fe)
 		}
-		if verified && (fe.ReturnURL != "/back" || fe.ConnectionID != "fuzz") {
-			t.Fatalf("Callback(%q) with the genuine state lost the session: %+v", raw, fe)
-		}
-		if strings.Contains(err.Error(), state) || strings.Contains(tokenkeeper.ErrorMessage(err), state) {
-			t.Fatalf("Callback(%q) error echoes the state: %v", raw, err)
+		for _, secret := range []string{state, bindings[1], bindings[2]} {
+			if strings.Contains(err.Error(), secret) || strings.Contains(tokenkeeper.ErrorMessage(err), secret) {
+				t.Fatalf("Callback(%q) error echoes the state or a binding: %v", raw, err)
+			}
 		}
 	})
 }

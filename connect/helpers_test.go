@@ -32,19 +32,13 @@ var testScopes = []string{"users:read", "export-jobs:read"}
 
 // fakeKeeper is a connect.Keeper of function fields that records every
 // call. A nil field succeeds: Connect returns a connection made from the
-// grant, its Generation counting the grants seen for the id.
+// grant (its subject included), its Generation counting the grants seen for
+// the id.
 type fakeKeeper struct {
-	ConnectFunc    func(ctx context.Context, g tokenkeeper.Grant) (*tokenkeeper.Connection, error)
-	SetSubjectFunc func(ctx context.Context, id tokenkeeper.ConnectionID, subject string) error
+	ConnectFunc func(ctx context.Context, g tokenkeeper.Grant) (*tokenkeeper.Connection, error)
 
-	mu       sync.Mutex
-	grants   []tokenkeeper.Grant
-	subjects []subjectCall
-}
-
-type subjectCall struct {
-	ID      tokenkeeper.ConnectionID
-	Subject string
+	mu     sync.Mutex
+	grants []tokenkeeper.Grant
 }
 
 var _ connect.Keeper = (*fakeKeeper)(nil)
@@ -63,19 +57,9 @@ func (k *fakeKeeper) Connect(ctx context.Context, g tokenkeeper.Grant) (*tokenke
 		return k.ConnectFunc(ctx, g)
 	}
 	return &tokenkeeper.Connection{
-		ID: g.ConnectionID, Provider: g.Provider, Scopes: g.Scopes,
+		ID: g.ConnectionID, Provider: g.Provider, Subject: g.Subject, Scopes: g.Scopes,
 		State: tokenkeeper.StateActive, Generation: gen,
 	}, nil
-}
-
-func (k *fakeKeeper) SetSubject(ctx context.Context, id tokenkeeper.ConnectionID, subject string) error {
-	k.mu.Lock()
-	k.subjects = append(k.subjects, subjectCall{id, subject})
-	k.mu.Unlock()
-	if k.SetSubjectFunc != nil {
-		return k.SetSubjectFunc(ctx, id, subject)
-	}
-	return nil
 }
 
 // Grants returns the grants Connect was given, in order.
@@ -83,13 +67,6 @@ func (k *fakeKeeper) Grants() []tokenkeeper.Grant {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	return append([]tokenkeeper.Grant(nil), k.grants...)
-}
-
-// Subjects returns the SetSubject calls, in order.
-func (k *fakeKeeper) Subjects() []subjectCall {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	return append([]subjectCall(nil), k.subjects...)
 }
 
 // clock is a settable clock for Config.Now.
@@ -226,7 +203,7 @@ func (e *env) redirectQuery(t testing.TB, resp *http.Response) url.Values {
 func (e *env) run(t testing.TB, req connect.BeginRequest) (url.Values, *connect.Result, error) {
 	t.Helper()
 	q := e.browse(t, e.begin(t, req))
-	res, err := e.flow.Callback(context.Background(), q)
+	res, err := e.flow.Callback(context.Background(), connect.CallbackRequest{Query: q})
 	return q, res, err
 }
 
@@ -307,4 +284,24 @@ func (s stepTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := http.DefaultTransport.RoundTrip(req)
 	s.Clock.Advance(s.Step)
 	return resp, err
+}
+
+// gateIntrospect is a RoundTripper that holds every GET /v1/introspect until
+// release is closed, after telling entered (once) that one arrived.
+type gateIntrospect struct {
+	entered chan struct{}
+	once    sync.Once
+	release chan struct{}
+}
+
+func newGateIntrospect() *gateIntrospect {
+	return &gateIntrospect{entered: make(chan struct{}), release: make(chan struct{})}
+}
+
+func (g *gateIntrospect) RoundTrip(req *http.Request) (*http.Response, error) {
+	if strings.HasSuffix(req.URL.Path, "/v1/introspect") {
+		g.once.Do(func() { close(g.entered) })
+		<-g.release
+	}
+	return http.DefaultTransport.RoundTrip(req)
 }
