@@ -14,6 +14,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/tokenkeeper/tokenkeeper"
+	"github.com/tokenkeeper/tokenkeeper/internal/oautherr"
 )
 
 // exchange redeems code (RFC 6749 section 4.1.3) and returns the grant.
@@ -86,6 +87,7 @@ func expiresIn(tok *oauth2.Token) int64 {
 
 // exchangeError classifies a failed exchange, keeping err in the chain.
 func exchangeError(err error) *FlowError {
+	err = oautherr.Redact(err) // its text would quote the response body
 	var re *oauth2.RetrieveError
 	if !errors.As(err, &re) {
 		// Not reached, timed out, or an unreadable answer.

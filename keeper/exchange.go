@@ -13,6 +13,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/tokenkeeper/tokenkeeper"
+	"github.com/tokenkeeper/tokenkeeper/internal/oautherr"
 )
 
 // class is what a token request's outcome means for the refresh protocol.
@@ -83,7 +84,7 @@ func (k *Keeper) exchange(ctx context.Context, refresh tokenkeeper.Secret) resul
 }
 
 func classify(re *oauth2.RetrieveError) result {
-	r := result{code: re.ErrorCode, err: &providerError{re}}
+	r := result{code: re.ErrorCode, err: &oautherr.Error{RetrieveError: re}}
 	if re.Response != nil {
 		r.status = re.Response.StatusCode
 		r.retryAfter = retryAfter(re.Response.Header.Get("Retry-After"), time.Now())
@@ -106,24 +107,6 @@ func classify(re *oauth2.RetrieveError) result {
 	}
 	return r
 }
-
-// providerError keeps *oauth2.RetrieveError in the chain (errors.As finds
-// it, with its RFC 6749 error code) while its text leaves out the response
-// body, which could hold a token.
-type providerError struct{ re *oauth2.RetrieveError }
-
-func (e *providerError) Error() string {
-	status := 0
-	if e.re.Response != nil {
-		status = e.re.Response.StatusCode
-	}
-	if e.re.ErrorCode != "" {
-		return fmt.Sprintf("token endpoint answered %d %s", status, e.re.ErrorCode)
-	}
-	return fmt.Sprintf("token endpoint answered %d", status)
-}
-
-func (e *providerError) Unwrap() error { return e.re }
 
 // sanitized hides the text of an error from the HTTP stack or x/oauth2
 // that might quote a response body, keeping it in the chain for errors.Is.
