@@ -113,6 +113,14 @@ type Session struct {
 // given, compares and swaps where it says so, and maps its database's
 // errors to codes (by result code or SQLSTATE, never by message).
 //
+// Text fields (ids, provider, subject, scopes, metadata keys and values,
+// the last error, key ids, owners, return URLs) must be valid UTF-8: a
+// write with invalid text fails with [CodeInvalid] naming the field and
+// stores nothing. Time bounds in filters and DeleteExpiredSessions are
+// exact to the nanosecond ("before" means strictly before the given time).
+// Whether a lease is unexpired is decided when the write is made (after
+// any wait for a lock), not when the call started.
+//
 // Every method may also fail with [CodeUnavailable] (the database is busy
 // or down; retry) or [CodeInternal]. Implementations are safe for
 // concurrent use by many goroutines and, for the same database, by many

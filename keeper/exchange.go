@@ -84,15 +84,15 @@ func (k *Keeper) exchange(ctx context.Context, refresh tokenkeeper.Secret) resul
 }
 
 func classify(re *oauth2.RetrieveError) result {
-	r := result{code: re.ErrorCode, err: &oautherr.Error{RetrieveError: re}}
+	r := result{code: errorCode(re.ErrorCode), err: &oautherr.Error{RetrieveError: re}}
 	if re.Response != nil {
 		r.status = re.Response.StatusCode
 		r.retryAfter = retryAfter(re.Response.Header.Get("Retry-After"), time.Now())
 	}
 	switch {
-	case re.ErrorCode == "invalid_grant" || re.ErrorCode == "invalid_token":
+	case r.code == "invalid_grant" || r.code == "invalid_token":
 		r.class = classDead
-	case re.ErrorCode == "invalid_client" || re.ErrorCode == "unauthorized_client":
+	case r.code == "invalid_client" || r.code == "unauthorized_client":
 		r.class = classClient
 	case r.status == http.StatusTooManyRequests:
 		r.class = classBusy
@@ -134,6 +134,23 @@ func (e *sanitized) Error() string {
 func (e *sanitized) Unwrap() error { return e.err }
 
 func sanitize(err error) error { return &sanitized{err} }
+
+// errorCode returns the provider's RFC 6749 section 5.2 error code as it
+// may be stored and logged: the printable ASCII the RFC allows (%x20-21,
+// %x23-5B, %x5D-7E), at most 64 bytes; anything else becomes '?'. A
+// provider could send any bytes, and the store refuses invalid UTF-8.
+func errorCode(s string) string {
+	if len(s) > 64 {
+		s = s[:64]
+	}
+	b := []byte(s)
+	for i, c := range b {
+		if c < 0x20 || c > 0x7e || c == '"' || c == '\\' {
+			b[i] = '?'
+		}
+	}
+	return string(b)
+}
 
 // maxRetryAfter caps what a provider's Retry-After can ask for.
 const maxRetryAfter = 24 * time.Hour

@@ -76,3 +76,16 @@ func FuzzRetryAfter(f *testing.F) {
 		}
 	})
 }
+
+func TestErrorCode(t *testing.T) {
+	for in, want := range map[string]string{
+		"invalid_grant":         "invalid_grant",
+		"bad\xffcode":           "bad?code",
+		"quote\"and\\back":      "quote?and?back",
+		strings.Repeat("x", 99): strings.Repeat("x", 64),
+	} {
+		if got := errorCode(in); got != want {
+			t.Errorf("errorCode(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 
 	"github.com/tokenkeeper/tokenkeeper"
 )
@@ -36,7 +37,7 @@ func Load(path string) (*Keyset, error) {
 	if !fi.Mode().IsRegular() {
 		return nil, invalid("load keyset %s: not a regular file", path)
 	}
-	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 && runtime.GOOS != "windows" {
 		return nil, invalid("load keyset %s: the file holds secret keys but its mode %04o lets group or others access it; run chmod 600 %s",
 			path, perm, path)
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"time"
+	"unicode/utf8"
 
 	"github.com/tokenkeeper/tokenkeeper"
 )
@@ -15,6 +16,19 @@ func micros(t time.Time) int64 {
 		return 0
 	}
 	return t.UnixMicro()
+}
+
+// microsAfter returns t as unix microseconds rounded up, or 0 for the zero
+// time: the bound of a strictly-before filter on stored (whole
+// microsecond) times, since for a whole number of microseconds m, m < t
+// exactly when m < microsAfter(t). micros would truncate t down and miss
+// the microsecond just before a bound with a sub-microsecond part.
+func microsAfter(t time.Time) int64 {
+	m := micros(t)
+	if t.Nanosecond()%1000 != 0 {
+		m++
+	}
+	return m
 }
 
 // fromMicros is the inverse of micros: a UTC time, or the zero time for 0.
@@ -122,8 +136,12 @@ func scanRecord(row scanner) (*tokenkeeper.Record, error) {
 }
 
 // recordArgs returns the values of rec's columns that writes set, in the
-// order of writeColumns: all but id and the lease.
+// order of writeColumns: all but id and the lease. It returns CodeInvalid
+// if a text field of rec, the id included, is not valid UTF-8.
 func recordArgs(rec *tokenkeeper.Record) ([]any, error) {
+	if err := checkRecordText(rec); err != nil {
+		return nil, err
+	}
 	scopes, err := jsonText(rec.Scopes, len(rec.Scopes))
 	if err != nil {
 		return nil, fmt.Errorf("scopes: %w", err)
@@ -151,3 +169,49 @@ var writeColumns = []string{"provider", "subject", "scopes", "state", "degraded_
 	"access_token", "access_token_key", "refresh_token", "refresh_token_key",
 	"token_expiry", "token_expires_at", "token_scope",
 	"pending_since", "pending_owner", "pending_unknown"}
+
+// checkRecordText returns a CodeInvalid error naming the first text field
+// of rec (but the Lease, which writes ignore) that is not valid UTF-8.
+// Stores hand back what they were given, and neither SQLite's JSON (Scopes
+// and Metadata go through encoding/json, which would replace the bytes with
+// U+FFFD) nor PostgreSQL's text (which refuses them) can keep such bytes.
+func checkRecordText(rec *tokenkeeper.Record) error {
+	for _, f := range []struct{ name, v string }{
+		{"ID", string(rec.ID)},
+		{"Provider", rec.Provider},
+		{"Subject", rec.Subject},
+		{"State", string(rec.State)},
+		{"LastError", rec.LastError},
+		{"Tokens.AccessToken.KeyID", rec.Tokens.AccessToken.KeyID},
+		{"Tokens.RefreshToken.KeyID", rec.Tokens.RefreshToken.KeyID},
+		{"Tokens.Scope", rec.Tokens.Scope},
+		{"Pending.Owner", rec.Pending.Owner},
+	} {
+		if err := checkText(f.name, f.v); err != nil {
+			return err
+		}
+	}
+	for i, v := range rec.Scopes {
+		if err := checkText(fmt.Sprintf("Scopes[%d]", i), v); err != nil {
+			return err
+		}
+	}
+	for k, v := range rec.Metadata {
+		if !utf8.ValidString(k) {
+			return errInvalid(fmt.Sprintf("the Metadata key %q is not valid UTF-8", k))
+		}
+		if err := checkText(fmt.Sprintf("Metadata[%q]", k), v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkText returns a CodeInvalid error naming the field name unless v is
+// valid UTF-8.
+func checkText(name, v string) error {
+	if !utf8.ValidString(v) {
+		return errInvalid(name + " is not valid UTF-8")
+	}
+	return nil
+}

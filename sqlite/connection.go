@@ -11,8 +11,11 @@ import (
 
 // CreateConnection stores rec as a new connection, without its Lease (a new
 // connection's lease is held by nobody, with Fence 0). It returns
-// CodeInvalid if rec is nil or rec.Generation is not 1, and CodeConflict if
-// the id exists. It does not modify rec.
+// CodeInvalid if rec is nil, rec.Generation is not 1, or a text field of
+// rec (the id, Provider, Subject, State, LastError, a scope, a Metadata key
+// or value, a key id, Tokens.Scope, Pending.Owner) is not valid UTF-8; the
+// error names the field. It returns CodeConflict if the id exists. It does
+// not modify rec.
 func (s *Store) CreateConnection(ctx context.Context, rec *tokenkeeper.Record) error {
 	if rec == nil {
 		return fmt.Errorf("sqlite: create connection: %w", errInvalid("the record is nil"))
@@ -56,8 +59,10 @@ func getConnection(ctx context.Context, get *sql.Stmt, id tokenkeeper.Connection
 
 // UpdateConnection replaces every field of the stored connection rec.ID but
 // its lease with rec, if its generation is expect. It stores rec's
-// UpdatedAt and Generation as given. CodeNotFound if there is no such
-// connection; CodeConflict if its generation is not expect.
+// UpdatedAt and Generation as given. CodeInvalid, naming the field, if a
+// text field of rec is not valid UTF-8 (as for CreateConnection);
+// CodeNotFound if there is no such connection; CodeConflict if its
+// generation is not expect.
 func (s *Store) UpdateConnection(ctx context.Context, rec *tokenkeeper.Record, expect int64) error {
 	if err := s.update(ctx, rec, expect, nil); err != nil {
 		return fmt.Errorf("sqlite: update connection %s: %w", recID(rec), err)
@@ -77,8 +82,12 @@ func (s *Store) UpdateLeased(ctx context.Context, rec *tokenkeeper.Record, expec
 }
 
 // update is UpdateConnection, fenced by lease if it is not nil. The
-// conditional UPDATE is atomic by itself; the transaction only makes the
-// explanation of a failure (which check failed) read the same state.
+// conditional UPDATE is atomic by itself; the transaction makes the
+// explanation of a failure (which check failed) read the same state, and
+// lets the fenced write read the lease clock once it holds the write lock:
+// a time read before waiting for the lock (up to BusyTimeout, or behind
+// this process's other writes) could let a lease that expired meanwhile
+// pass.
 func (s *Store) update(ctx context.Context, rec *tokenkeeper.Record, expect int64, lease *tokenkeeper.Lease) error {
 	if rec == nil {
 		return errInvalid("the record is nil")
@@ -89,12 +98,14 @@ func (s *Store) update(ctx context.Context, rec *tokenkeeper.Record, expect int6
 	}
 	stmt := s.stmts.updateConnection
 	args = append(args, string(rec.ID), expect)
-	now := micros(s.now())
 	if lease != nil {
 		stmt = s.stmts.updateLeased
-		args = append(args, lease.Owner, lease.Fence, now)
+		args = append(args, lease.Owner, lease.Fence, nil) // now, below
 	}
 	return s.inTx(ctx, func(tx *sql.Tx) error {
+		if lease != nil {
+			args[len(args)-1] = micros(s.now())
+		}
 		res, err := tx.StmtContext(ctx, stmt).ExecContext(ctx, args...)
 		if err != nil {
 			return mapErr(err)

@@ -23,6 +23,9 @@ const (
 // NextRefreshBefore filter keeps only connections that have a planned
 // refresh (a non-zero NextRefreshAt). The keep-alive filters
 // (LastRefreshBefore, NextRefreshBefore) and State are served by indexes.
+// The time bounds are exact, to the nanosecond: a stored time (whole
+// microseconds) passes if it is strictly before the bound, which is rounded
+// up, not truncated, to the microsecond.
 // It returns an empty slice, not an error, when nothing matches.
 func (s *Store) ListConnections(ctx context.Context, filter tokenkeeper.ConnectionFilter) ([]*tokenkeeper.Record, error) {
 	query, args := listQuery(filter)
@@ -71,12 +74,12 @@ func listQuery(f tokenkeeper.ConnectionFilter) (string, []any) {
 		// last_change_at is the generated, indexed column
 		// CASE WHEN last_refresh_at = 0 THEN created_at ELSE last_refresh_at END.
 		where = append(where, "last_change_at < ?")
-		args = append(args, micros(f.LastRefreshBefore))
+		args = append(args, microsAfter(f.LastRefreshBefore))
 	}
 	if !f.NextRefreshBefore.IsZero() {
 		// The first term matches the partial index's WHERE clause.
 		where = append(where, "next_refresh_at <> 0", "next_refresh_at < ?")
-		args = append(args, micros(f.NextRefreshBefore))
+		args = append(args, microsAfter(f.NextRefreshBefore))
 	}
 	limit := f.Limit
 	if limit <= 0 {

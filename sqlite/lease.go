@@ -20,7 +20,8 @@ import (
 // If another owner holds an unexpired lease, it returns the zero Lease, the
 // record (whose Lease shows the holder and until when) and CodeUnavailable.
 // It returns CodeNotFound if there is no such connection, and CodeInvalid
-// for an empty owner or a ttl that is not positive.
+// for an empty owner, one that is not valid UTF-8, or a ttl that is not
+// positive.
 func (s *Store) AcquireLease(ctx context.Context, id tokenkeeper.ConnectionID, owner string, ttl time.Duration) (tokenkeeper.Lease, *tokenkeeper.Record, error) {
 	lease, rec, err := s.acquireLease(ctx, id, owner, ttl)
 	if err != nil {
@@ -32,6 +33,9 @@ func (s *Store) AcquireLease(ctx context.Context, id tokenkeeper.ConnectionID, o
 func (s *Store) acquireLease(ctx context.Context, id tokenkeeper.ConnectionID, owner string, ttl time.Duration) (tokenkeeper.Lease, *tokenkeeper.Record, error) {
 	if owner == "" {
 		return tokenkeeper.Lease{}, nil, errInvalid("the lease owner is empty")
+	}
+	if err := checkText("the lease owner", owner); err != nil {
+		return tokenkeeper.Lease{}, nil, err
 	}
 	if ttl <= 0 {
 		return tokenkeeper.Lease{}, nil, errInvalid(fmt.Sprintf("the lease ttl %s is not positive", ttl))
@@ -103,11 +107,18 @@ func (s *Store) RenewLease(ctx context.Context, id tokenkeeper.ConnectionID, lea
 // lease, keeping the Fence counter. Releasing a lease that is no longer
 // held (expired, taken over, or of a deleted connection) changes nothing
 // and returns nil.
+//
+// Like the other lease operations, it reads the lease clock inside its
+// write transaction, once it holds the write lock, so that a lease that
+// expires while the call waits for the lock is not released.
 func (s *Store) ReleaseLease(ctx context.Context, id tokenkeeper.ConnectionID, lease tokenkeeper.Lease) error {
-	_, err := s.stmts.releaseLease.ExecContext(ctx,
-		string(id), lease.Owner, lease.Fence, micros(s.now()))
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.StmtContext(ctx, s.stmts.releaseLease).ExecContext(ctx,
+			string(id), lease.Owner, lease.Fence, micros(s.now()))
+		return mapErr(err)
+	})
 	if err != nil {
-		return fmt.Errorf("sqlite: release lease %s: %w", id, mapErr(err))
+		return fmt.Errorf("sqlite: release lease %s: %w", id, err)
 	}
 	return nil
 }

@@ -12,12 +12,22 @@ import (
 )
 
 // CreateSession stores the connect session s, keyed by its StateHash. It
-// returns CodeInvalid if s is nil or its StateHash is empty, and
+// returns CodeInvalid if s is nil, its StateHash is empty or a text field
+// (ConnectionID, ReturnURL, Verifier.KeyID) is not valid UTF-8, and
 // CodeConflict if a session with that StateHash exists. It does not modify
 // s.
 func (s *Store) CreateSession(ctx context.Context, sess *tokenkeeper.Session) error {
 	if sess == nil || len(sess.StateHash) == 0 {
 		return fmt.Errorf("sqlite: create session: %w", errInvalid("the session has no state hash"))
+	}
+	for _, f := range []struct{ name, v string }{
+		{"ConnectionID", string(sess.ConnectionID)},
+		{"ReturnURL", sess.ReturnURL},
+		{"Verifier.KeyID", sess.Verifier.KeyID},
+	} {
+		if err := checkText(f.name, f.v); err != nil {
+			return fmt.Errorf("sqlite: create session %s: %w", short(sess.StateHash), err)
+		}
 	}
 	_, err := s.stmts.createSession.ExecContext(ctx,
 		sess.StateHash, string(sess.ConnectionID), sess.ReturnURL,
@@ -55,10 +65,11 @@ func (s *Store) TakeSession(ctx context.Context, stateHash []byte) (*tokenkeeper
 	return &sess, nil
 }
 
-// DeleteExpiredSessions deletes the sessions whose ExpiresAt is before now
-// and returns how many it deleted.
+// DeleteExpiredSessions deletes the sessions whose ExpiresAt is strictly
+// before now (to the nanosecond: now is rounded up to the microsecond, not
+// truncated) and returns how many it deleted.
 func (s *Store) DeleteExpiredSessions(ctx context.Context, now time.Time) (int, error) {
-	res, err := s.stmts.deleteExpired.ExecContext(ctx, micros(now))
+	res, err := s.stmts.deleteExpired.ExecContext(ctx, microsAfter(now))
 	var n int64
 	if err == nil {
 		n, err = res.RowsAffected()

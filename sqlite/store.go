@@ -23,6 +23,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -64,9 +65,20 @@ var _ tokenkeeper.Store = (*Store)(nil)
 
 // Open opens the database at path, creating the file (mode 0600: it holds
 // sealed tokens) if it does not exist, and migrates it to the current
-// schema. An existing file keeps its mode; SQLite gives the -wal and -shm
-// files the mode of the database file. Several processes may open the same
-// file, a fresh one included, at the same time.
+// schema. SQLite gives the -wal and -shm files the mode of the database
+// file. Several processes may open the same file, a fresh one included, at
+// the same time.
+//
+// Open resolves path once, as the kernel would (symbolic links first, then
+// "..", so "link/../x.db" is next to the link's target, not next to the
+// link), and both creates the file and hands SQLite that one resolved path.
+// If the last element of path is itself a symbolic link, it must point to
+// an existing file.
+//
+// Open refuses, with [tokenkeeper.CodeInvalid], an existing database file
+// (or -wal or -shm file) that group or others may access (any bit of mode
+// 0o077): run chmod 600 on it. File modes are a Unix notion; on Windows the
+// check passes.
 //
 // ctx bounds the opening, the migration and the preparing of the
 // statements only; the Store does not keep it. Open fails if the file is
@@ -77,16 +89,16 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	if path == "" {
 		return nil, tokenkeeper.Errorf(tokenkeeper.CodeInvalid, "sqlite: open: the database path is empty")
 	}
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	resolved, err := resolve(path)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
 	}
-	if err := f.Close(); err != nil {
+	if err := create(resolved); err != nil {
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
 	}
 
 	s := &Store{now: time.Now}
-	s.write, err = sql.Open("sqlite", dsn(path,
+	s.write, err = sql.Open("sqlite", dsn(resolved,
 		"_txlock=immediate",
 		"_synchronous=FULL",
 	))
@@ -100,7 +112,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
 	}
 
-	s.read, err = sql.Open("sqlite", dsn(path, "_query_only=1"))
+	s.read, err = sql.Open("sqlite", dsn(resolved, "_query_only=1"))
 	if err != nil {
 		s.write.Close()
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
@@ -114,6 +126,97 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
 	}
 	return s, nil
+}
+
+// resolve returns path made absolute with every symbolic link resolved, as
+// the kernel resolves it: a ".." after a link climbs out of the link's
+// target, where filepath.Clean and filepath.Abs would drop the link
+// lexically. The directory must exist; the file need not.
+func resolve(path string) (string, error) {
+	dir, base := filepath.Split(path)
+	if base == "" || base == "." || base == ".." {
+		return "", tokenkeeper.Errorf(tokenkeeper.CodeInvalid, "the database path %s names a directory", path)
+	}
+	if dir == "" {
+		dir = "."
+	}
+	resolved, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return "", err
+	}
+	if !filepath.IsAbs(resolved) {
+		// resolved has no links but may start with "..": join it to the
+		// working directory with its links resolved too (os.Getwd may
+		// return $PWD, which can hold links), so that joining lexically is
+		// right.
+		wd, err := os.Getwd()
+		if err == nil {
+			wd, err = filepath.EvalSymlinks(wd)
+		}
+		if err != nil {
+			return "", err
+		}
+		resolved = filepath.Join(wd, resolved)
+	}
+	resolved = filepath.Join(resolved, base)
+	if fi, err := os.Lstat(resolved); err == nil && fi.Mode()&fs.ModeSymlink != 0 {
+		// SQLite would follow the link to name the -wal and -shm files;
+		// resolve it here, so that the file created and checked is the one
+		// SQLite opens.
+		return filepath.EvalSymlinks(resolved)
+	}
+	return resolved, nil
+}
+
+// create creates the database file at path, a resolved path, with mode
+// 0600 if it does not exist, and checks that an existing one (and its -wal
+// and -shm files) is a regular file that group and others cannot access.
+func create(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return err
+	}
+	fi, err := f.Stat()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	if !fi.Mode().IsRegular() {
+		return tokenkeeper.Errorf(tokenkeeper.CodeInvalid, "%s is not a regular file", path)
+	}
+	if err := checkMode(path, fi); err != nil {
+		return err
+	}
+	for _, name := range []string{path + "-wal", path + "-shm"} {
+		fi, err := os.Stat(name)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if err := checkMode(name, fi); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkMode returns a CodeInvalid error if fi, the file name, lets group or
+// others access it. File modes are a Unix notion: on Windows, where Go
+// derives them from the read-only attribute, it returns nil.
+func checkMode(name string, fi fs.FileInfo) error {
+	if runtime.GOOS == "windows" {
+		return nil
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		return tokenkeeper.Errorf(tokenkeeper.CodeInvalid,
+			"%s holds sealed tokens but its mode %04o lets group or others access it; run chmod 600 %s",
+			name, perm, name)
+	}
+	return nil
 }
 
 // setUp puts the file in WAL mode and migrates the schema.
@@ -153,12 +256,13 @@ func retryBusy(ctx context.Context, fn func() error) error {
 	}
 }
 
-// dsn returns the modernc.org/sqlite data source name for path with the
-// settings every connection shares, and extra.
+// dsn returns the modernc.org/sqlite data source name for path, a path from
+// resolve (used as it is: it is the file Open created and checked), with
+// the settings every connection shares, and extra.
 func dsn(path string, extra ...string) string {
 	// A "file:" URI, so that SQLite sees the path whole: escape what a URI
 	// would read as its query, fragment or an escape.
-	p := strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(filepath.Clean(path))
+	p := strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(path)
 	params := append([]string{
 		fmt.Sprintf("_busy_timeout=%d", BusyTimeout.Milliseconds()),
 		"_foreign_keys=1",

@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -55,6 +56,26 @@ func createConnectionTests() []test {
 			other := record("c1")
 			other.Provider = "custom"
 			wantCode(t, s.CreateConnection(t.Context(), other), tokenkeeper.CodeConflict)
+			wantRecord(t, get(t, s, "c1"), withLease(rec, tokenkeeper.Lease{}))
+		}},
+		{"ErrInvalidUTF8", func(t *testing.T, s tokenkeeper.Store) {
+			for _, tc := range invalidText(true) {
+				rec := record("c1")
+				tc.set(rec)
+				wantInvalidText(t, s.CreateConnection(t.Context(), rec), tc.field)
+			}
+			f := tokenkeeper.ConnectionFilter{}
+			wantIDs(t, f, list(t, s, f)) // nothing was stored
+		}},
+		{"TextRoundTrip", func(t *testing.T, s tokenkeeper.Store) {
+			// Valid UTF-8 that JSON or SQL might escape or fold comes back
+			// byte for byte, in every kind of text field.
+			odd := "<&>'\"\\ \u2028\u2029 \ufffd \U0001f511 e\u0301 \t\n\x7f"
+			rec := record("c1")
+			rec.Subject, rec.LastError, rec.Tokens.Scope = odd, odd, odd
+			rec.Scopes = []string{odd, "users:read"}
+			rec.Metadata = map[string]string{odd: odd, "k": ""}
+			create(t, s, rec)
 			wantRecord(t, get(t, s, "c1"), withLease(rec, tokenkeeper.Lease{}))
 		}},
 		{"ErrInvalidGeneration", func(t *testing.T, s tokenkeeper.Store) {
@@ -131,6 +152,16 @@ func updateConnectionTests() []test {
 		{"ErrNotFound", func(t *testing.T, s tokenkeeper.Store) {
 			wantCode(t, s.UpdateConnection(t.Context(), changed(record("c1")), 1), tokenkeeper.CodeNotFound)
 		}},
+		{"ErrInvalidUTF8", func(t *testing.T, s tokenkeeper.Store) {
+			create(t, s, record("c1"))
+			before := get(t, s, "c1")
+			for _, tc := range invalidText(false) {
+				next := changed(before)
+				tc.set(next)
+				wantInvalidText(t, s.UpdateConnection(t.Context(), next, 1), tc.field)
+				wantRecord(t, get(t, s, "c1"), before)
+			}
+		}},
 		{"Race", func(t *testing.T, s tokenkeeper.Store) {
 			create(t, s, record("c1"))
 			base := get(t, s, "c1")
@@ -203,5 +234,46 @@ func deleteConnectionTests() []test {
 				t.Errorf("AcquireLease after delete: %v", err)
 			}
 		}},
+	}
+}
+
+// invalidText returns, for each text field of a Record that writes store,
+// a change that makes it invalid UTF-8. Stores refuse such text with
+// CodeInvalid naming the field: they must return what they were given, and
+// PostgreSQL's text cannot hold it (nor can JSON: encoding/json replaces it
+// with U+FFFD). withID includes the ID, for CreateConnection.
+func invalidText(withID bool) []textCase {
+	const bad = "ok\xffno" // 0xff is never valid in UTF-8
+	cases := []textCase{
+		{"Provider", func(r *tokenkeeper.Record) { r.Provider = bad }},
+		{"Subject", func(r *tokenkeeper.Record) { r.Subject = "urn:\xff" }},
+		{"Scopes", func(r *tokenkeeper.Record) { r.Scopes = []string{"users:read", "bad\xc3"} }}, // a truncated sequence
+		{"State", func(r *tokenkeeper.Record) { r.State = tokenkeeper.State(bad) }},
+		{"LastError", func(r *tokenkeeper.Record) { r.LastError = "refused: \xed\xa0\x80" }}, // a UTF-16 surrogate
+		{"Metadata", func(r *tokenkeeper.Record) { r.Metadata = map[string]string{"ok": "x", "blob": "\xff\xfe"} }},
+		{"Metadata", func(r *tokenkeeper.Record) { r.Metadata = map[string]string{"ok": "x", "k\xff": "v"} }},
+		{"Tokens.AccessToken.KeyID", func(r *tokenkeeper.Record) { r.Tokens.AccessToken.KeyID = bad }},
+		{"Tokens.RefreshToken.KeyID", func(r *tokenkeeper.Record) { r.Tokens.RefreshToken.KeyID = bad }},
+		{"Tokens.Scope", func(r *tokenkeeper.Record) { r.Tokens.Scope = bad }},
+		{"Pending.Owner", func(r *tokenkeeper.Record) { r.Pending.Owner = bad }},
+	}
+	if withID {
+		cases = append(cases, textCase{"ID", func(r *tokenkeeper.Record) { r.ID = "c\xff" }})
+	}
+	return cases
+}
+
+// textCase sets field of a record to text that is not valid UTF-8.
+type textCase struct {
+	field string
+	set   func(*tokenkeeper.Record)
+}
+
+// wantInvalidText fails t unless err is CodeInvalid and names field.
+func wantInvalidText(t *testing.T, err error, field string) {
+	t.Helper()
+	if tokenkeeper.ErrorCode(err) != tokenkeeper.CodeInvalid || !strings.Contains(err.Error(), field) {
+		t.Fatalf("%s not valid UTF-8: error %v (code %q), want %q naming %s",
+			field, err, tokenkeeper.ErrorCode(err), tokenkeeper.CodeInvalid, field)
 	}
 }

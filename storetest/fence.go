@@ -8,6 +8,15 @@ import (
 
 // UpdateLeased is the fenced write: it must fail with CodeConflict for any
 // lease that is not the current, unexpired one, whatever else matches.
+//
+// "Unexpired" is at the moment the write is decided, not when the call
+// began: a store must read its lease clock once it holds the lock the
+// write waits for (SQLite: inside BEGIN IMMEDIATE; PostgreSQL:
+// clock_timestamp(), not now(), which is the transaction's start, or a
+// time read after the row lock is taken). The same holds for RenewLease
+// and ReleaseLease. The suite cannot make a store wait for a lock through
+// the Store interface, so each backend tests this itself (the SQLite
+// store by holding the file's write lock from another connection).
 
 func updateLeasedTests() []test {
 	return []test{
@@ -97,6 +106,17 @@ func updateLeasedTests() []test {
 		{"ErrNotFound", func(t *testing.T, s tokenkeeper.Store) {
 			l := tokenkeeper.Lease{Owner: "a", Fence: 1, ExpiresAt: now().Add(long)}
 			wantCode(t, s.UpdateLeased(t.Context(), changed(record("c1")), 1, l), tokenkeeper.CodeNotFound)
+		}},
+		{"ErrInvalidUTF8", func(t *testing.T, s tokenkeeper.Store) {
+			create(t, s, record("c1"))
+			l := acquire(t, s, "c1", "a", long)
+			before := get(t, s, "c1")
+			for _, tc := range invalidText(false) {
+				next := changed(before)
+				tc.set(next)
+				wantInvalidText(t, s.UpdateLeased(t.Context(), next, 1, l), tc.field)
+				wantRecord(t, get(t, s, "c1"), before)
+			}
 		}},
 	}
 }

@@ -155,6 +155,29 @@ func listConnectionsTests() []test {
 			f := tokenkeeper.ConnectionFilter{NextRefreshBefore: cutoff}
 			wantIDs(t, f, list(t, s, f), "before", "long-ago", "overdue")
 		}},
+		{"SubMicrosecondBounds", func(t *testing.T, s tokenkeeper.Store) {
+			// Stored times are whole microseconds, but the bounds need not
+			// be (the keeper passes its clock): "before" is exact, so a
+			// store must round a bound up to the microsecond, not truncate
+			// it. The connection at the bound's microsecond is before it;
+			// the one a microsecond later is not.
+			at := now().Add(-time.Hour)
+			for id, when := range map[tokenkeeper.ConnectionID]time.Time{"at": at, "later": at.Add(time.Microsecond)} {
+				rec := record(id)
+				rec.CreatedAt, rec.LastRefreshAt, rec.NextRefreshAt = when.Add(-time.Hour), when, when
+				create(t, s, rec)
+			}
+			for _, frac := range []time.Duration{1, 500, 999} {
+				bound := at.Add(frac)
+				for _, f := range []tokenkeeper.ConnectionFilter{
+					{NextRefreshBefore: bound},
+					{LastRefreshBefore: bound},
+					{NextRefreshBefore: bound, LastRefreshBefore: bound},
+				} {
+					wantIDs(t, f, list(t, s, f), "at")
+				}
+			}
+		}},
 		{"Combined", func(t *testing.T, s tokenkeeper.Store) {
 			cutoff := now()
 			for i := range 12 {

@@ -88,6 +88,13 @@ func acquireLeaseTests() []test {
 			_, _, err := s.AcquireLease(t.Context(), "c1", "a", long)
 			wantCode(t, err, tokenkeeper.CodeNotFound)
 		}},
+		{"ErrInvalidOwner", func(t *testing.T, s tokenkeeper.Store) {
+			// The owner is stored text, so it must be valid UTF-8.
+			create(t, s, record("c1"))
+			_, _, err := s.AcquireLease(t.Context(), "c1", "replica-\xff", long)
+			wantCode(t, err, tokenkeeper.CodeInvalid)
+			wantLease(t, s, "c1", tokenkeeper.Lease{})
+		}},
 		{"Reacquire", func(t *testing.T, s tokenkeeper.Store) {
 			create(t, s, record("c1"))
 			first := acquire(t, s, "c1", "a", short)

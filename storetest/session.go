@@ -3,6 +3,7 @@ package storetest
 import (
 	"crypto/rand"
 	"crypto/sha256"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -53,6 +54,22 @@ func createSessionTests() []test {
 				t.Fatal(err)
 			}
 			wantSession(t, got, want)
+		}},
+		{"ErrInvalidUTF8", func(t *testing.T, s tokenkeeper.Store) {
+			for field, set := range map[string]func(*tokenkeeper.Session){
+				"ConnectionID":   func(sess *tokenkeeper.Session) { sess.ConnectionID = "c\xff" },
+				"ReturnURL":      func(sess *tokenkeeper.Session) { sess.ReturnURL = "https://app.example/\xc3" },
+				"Verifier.KeyID": func(sess *tokenkeeper.Session) { sess.Verifier.KeyID = "key-\xfe" },
+			} {
+				sess := session(now().Add(time.Minute))
+				set(sess)
+				err := s.CreateSession(t.Context(), sess)
+				if tokenkeeper.ErrorCode(err) != tokenkeeper.CodeInvalid || !strings.Contains(err.Error(), field) {
+					t.Errorf("%s not valid UTF-8: error %v, want %q naming %s", field, err, tokenkeeper.CodeInvalid, field)
+				}
+				_, err = s.TakeSession(t.Context(), sess.StateHash)
+				wantCode(t, err, tokenkeeper.CodeNotFound)
+			}
 		}},
 		{"ErrConflict", func(t *testing.T, s tokenkeeper.Store) {
 			first := session(now().Add(time.Minute))
@@ -150,6 +167,27 @@ func deleteExpiredSessionsTests() []test {
 			for _, sess := range kept {
 				if _, err := s.TakeSession(t.Context(), sess.StateHash); err != nil {
 					t.Errorf("TakeSession of an unexpired session: %v", err)
+				}
+			}
+		}},
+		{"SubMicrosecond", func(t *testing.T, s tokenkeeper.Store) {
+			// Stored times are whole microseconds, but now need not be:
+			// "before now" is exact, so a session that expired a fraction
+			// of a microsecond before now goes (a store must round now up,
+			// not truncate it), and one a fraction after now stays.
+			at := now()
+			for _, frac := range []time.Duration{1, 500, 999} {
+				gone, kept := session(at), session(at.Add(time.Microsecond))
+				createSession(t, s, gone)
+				createSession(t, s, kept)
+				n, err := s.DeleteExpiredSessions(t.Context(), at.Add(frac))
+				if err != nil || n != 1 {
+					t.Fatalf("DeleteExpiredSessions(ExpiresAt + %v) = %d, %v; want 1, nil", frac, n, err)
+				}
+				_, err = s.TakeSession(t.Context(), gone.StateHash)
+				wantCode(t, err, tokenkeeper.CodeNotFound)
+				if _, err := s.TakeSession(t.Context(), kept.StateHash); err != nil {
+					t.Fatalf("TakeSession of a session expiring after now: %v", err)
 				}
 			}
 		}},

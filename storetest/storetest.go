@@ -42,6 +42,17 @@ import (
 //   - TakeSession returns an expired session that has not been deleted
 //     (checking ExpiresAt is policy, the caller's); DeleteExpiredSessions
 //     keeps a session that expires exactly at now.
+//   - Time bounds (ListConnections' LastRefreshBefore and
+//     NextRefreshBefore, DeleteExpiredSessions' now) are exact to the
+//     nanosecond: a stored time passes if it is strictly before the bound,
+//     so a store rounds a bound with a sub-microsecond part up to the
+//     microsecond, never down.
+//   - Text that is not valid UTF-8 in any field a write stores (a Record's
+//     ID, Provider, Subject, Scopes, State, LastError, Metadata keys and
+//     values, key ids, Tokens.Scope, Pending.Owner; a Session's
+//     ConnectionID, ReturnURL, Verifier.KeyID; AcquireLease's owner) is
+//     refused with CodeInvalid, and the error names the field (by its Go
+//     name). Nothing is stored. Valid UTF-8 comes back byte for byte.
 func Run(t *testing.T, open func(t *testing.T) tokenkeeper.Store) {
 	groups := []struct {
 		name  string
