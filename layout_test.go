@@ -92,8 +92,8 @@ func checkLayout(pkgs []listedPackage) []string {
 				report("rule 2", p.ImportPath, dep, "adapters never import one another")
 			case inModule && slices.Contains(orchestrators, from) && slices.Contains(adapters, to):
 				report("rule 3", p.ImportPath, dep, "orchestrators never import a concrete adapter")
-			case dep == browsertest && !strings.HasPrefix(p.ImportPath, browsertest):
-				report("test-only", p.ImportPath, dep, "browser-test helpers (and chromedp) never reach a shipped package")
+			case slices.Contains(testOnly, dep) && !slices.Contains(testOnly, p.ImportPath):
+				report("test-only", p.ImportPath, dep, "test helpers (and chromedp) never reach a shipped package")
 			}
 		}
 	}
@@ -101,8 +101,9 @@ func checkLayout(pkgs []listedPackage) []string {
 	return bad
 }
 
-// browsertest is the package of browser-test helpers, which only tests may import.
-const browsertest = module + "/internal/browsertest"
+// testOnly are the packages of test helpers, which only tests may import:
+// browser tests (with chromedp) and captured logs.
+var testOnly = []string{module + "/internal/browsertest", module + "/internal/logtest"}
 
 func TestCheckLayout(t *testing.T) {
 	const m = module + "/"
@@ -155,6 +156,9 @@ func TestCheckLayout(t *testing.T) {
 			pkg(m+"webui", m+"internal/browsertest"), pkg(m+"internal/browsertest", "example.com/chromedp"),
 			pkg("example.com/chromedp"),
 		}, []string{"test-only: " + m + "webui imports " + m + "internal/browsertest"}},
+		{"ShippedPackageImportsLogTest", []listedPackage{
+			pkg(m+"keeper", m+"internal/logtest"), pkg(m + "internal/logtest"),
+		}, []string{"test-only: " + m + "keeper imports " + m + "internal/logtest"}},
 		{"OrchestratorImportsAdapter", []listedPackage{
 			pkg(m+"keeper", m+"sqlite"), pkg(m + "sqlite"), pkg(m+"connect/pkce", m+"proxy/x"), pkg(m + "proxy/x"),
 		}, []string{

@@ -1,7 +1,6 @@
 package connect_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -13,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tokenkeeper/tokenkeeper/internal/logtest"
 
 	"github.com/tokenkeeper/tokenkeeper"
 	"github.com/tokenkeeper/tokenkeeper/connect"
@@ -224,23 +225,8 @@ func (e *env) violations() []string {
 	return out
 }
 
-// syncBuffer is a bytes.Buffer safe for concurrent writes: the log sink.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+// syncBuffer is a log sink safe for concurrent use.
+type syncBuffer = logtest.Buffer
 
 // wantFlowError checks that err is a *connect.FlowError with reason and
 // code, whose user message is human text, and returns it.

@@ -1,33 +1,18 @@
 package emulator_test
 
 import (
-	"bytes"
 	"log/slog"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
+
+	"github.com/tokenkeeper/tokenkeeper/internal/logtest"
 
 	"github.com/tokenkeeper/tokenkeeper/emulator"
 )
 
-// syncBuffer is a bytes.Buffer safe for the server's goroutines to write to.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is a log sink safe for concurrent use.
+type syncBuffer = logtest.Buffer
 
 // TestLogging checks that the log tells a user what happened (requests, violations) and
 // never what must stay secret (tokens, codes, client secrets, query strings).

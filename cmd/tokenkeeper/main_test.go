@@ -11,31 +11,17 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/tokenkeeper/tokenkeeper/internal/logtest"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/tokenkeeper/tokenkeeper/emulator"
 )
 
-// syncBuffer is an io.Writer that a running Main and the test may use at once.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+// syncBuffer is a log sink safe for concurrent use.
+type syncBuffer = logtest.Buffer
 
 // runningEmulator is `tokenkeeper emulator` running in a goroutine.
 type runningEmulator struct {
