@@ -83,7 +83,7 @@ func (k *Keeper) refreshLeased(ctx context.Context, e *entry, f *flight, lease t
 			// Nobody knows whether the provider rotated (a 5xx does not
 			// prove it did not), so the current access token may be dead.
 			unknown = true
-			e.publish(nil, rec.Generation)
+			e.publish(nil, versionOf(rec))
 			if last.class == classLost && !extra && attempt == limit {
 				// A lost response always gets exactly one more attempt with
 				// the stored refresh token: it succeeds if the request never

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"strings"
 	"time"
 
 	"golang.org/x/oauth2"
@@ -32,6 +33,7 @@ func (k *Keeper) commit(e *entry, lh *leaseHolder, rec *tokenkeeper.Record, pres
 		refresh = presented // RFC 6749 section 6: the provider may keep it
 	}
 	scope, _ := tok.Extra("scope").(string)
+	scope = strings.ToValidUTF8(scope, "?") // provider text; the store refuses invalid UTF-8
 	if scope == "" {
 		scope = rec.Tokens.Scope
 	}
@@ -59,6 +61,15 @@ func (k *Keeper) commit(e *entry, lh *leaseHolder, rec *tokenkeeper.Record, pres
 			k.log.Error("refresh: closing before the new token set could be persisted; it is lost, and the next refresh will end the connection", "connection", e.id, "error", err)
 			return nil, tokenkeeper.Errorf(tokenkeeper.CodeUnavailable, "connection %s: the refreshed tokens could not be stored: %w", e.id, err)
 		}
+		switch tokenkeeper.ErrorCode(err) {
+		case tokenkeeper.CodeNotFound:
+			k.log.Warn("refresh: the connection was deleted during the refresh; its new tokens are discarded", "connection", e.id)
+			return nil, k.storeError(e.id, "commit", err)
+		case tokenkeeper.CodeInvalid:
+			// A bug, not an outage: retrying the same write cannot succeed.
+			k.log.Error("refresh: the store refuses the new token set; it is lost, and the next refresh will end the connection", "connection", e.id, "error", err)
+			return nil, tokenkeeper.Errorf(tokenkeeper.CodeInternal, "connection %s: the refreshed tokens could not be stored: %w", e.id, err)
+		}
 		if tokenkeeper.ErrorCode(err) != tokenkeeper.CodeConflict {
 			if try <= 3 || try&(try-1) == 0 { // log tries 1, 2, 3, 4, 8, 16, ...
 				k.log.Warn("refresh: commit failed; retrying with the new pair held in memory", "connection", e.id, "try", try, "error", err)
@@ -67,6 +78,10 @@ func (k *Keeper) commit(e *entry, lh *leaseHolder, rec *tokenkeeper.Record, pres
 			continue
 		}
 		cur, gerr := k.cfg.Store.GetConnection(ctx, e.id)
+		if tokenkeeper.ErrorCode(gerr) == tokenkeeper.CodeNotFound {
+			k.log.Warn("refresh: the connection was deleted during the refresh; its new tokens are discarded", "connection", e.id)
+			return nil, k.storeError(e.id, "commit", gerr)
+		}
 		if gerr != nil {
 			_ = sleep(ctx, 100*time.Millisecond, nil)
 			continue
@@ -105,8 +120,8 @@ func (k *Keeper) commit(e *entry, lh *leaseHolder, rec *tokenkeeper.Record, pres
 // committedOK publishes a committed token set, then logs and emits what
 // the commit should not have waited for.
 func (k *Keeper) committedOK(e *entry, before, next *tokenkeeper.Record, set tokenkeeper.TokenSet, lifetime time.Duration, defaulted, kept bool) *cached {
-	c := &cached{token: tokenkeeper.AccessToken{Value: set.AccessToken, ExpiresAt: set.ExpiresAt}, expiry: set.Expiry, lifetime: lifetime, generation: next.Generation}
-	e.publish(c, next.Generation)
+	c := &cached{token: tokenkeeper.AccessToken{Value: set.AccessToken, ExpiresAt: set.ExpiresAt}, expiry: set.Expiry, lifetime: lifetime, generation: next.Generation, ver: versionOf(next)}
+	e.publish(c, c.ver)
 	k.step("committed", e.id)
 	if defaulted {
 		k.log.Warn("refresh: the token response has no expires_in; assumed the default lifetime", "connection", e.id, "lifetime", k.cfg.DefaultLifetime)

@@ -55,10 +55,11 @@ func (k *Keeper) Connect(ctx context.Context, g tokenkeeper.Grant) (*tokenkeeper
 			return nil, k.storeError(g.ConnectionID, "connect", err)
 		}
 		e := k.entry(g.ConnectionID)
+		v := versionOf(rec)
 		e.publish(&cached{
 			token:  tokenkeeper.AccessToken{Value: set.AccessToken, ExpiresAt: set.ExpiresAt},
-			expiry: set.Expiry, lifetime: lifetime, generation: rec.Generation,
-		}, rec.Generation)
+			expiry: set.Expiry, lifetime: lifetime, generation: rec.Generation, ver: v,
+		}, v)
 		k.log.Info("connected", "connection", rec.ID, "generation", rec.Generation)
 		k.emit(ctx, tokenkeeper.EventConnected, rec, "")
 		c := rec.Connection
@@ -114,7 +115,7 @@ func (k *Keeper) Disconnect(ctx context.Context, id tokenkeeper.ConnectionID, re
 	if err != nil {
 		return err
 	}
-	k.entry(id).publish(nil, rec.Generation)
+	k.entry(id).publish(nil, versionOf(rec))
 	k.emit(ctx, tokenkeeper.EventDisconnected, rec, reason)
 	return nil
 }

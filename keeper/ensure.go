@@ -28,7 +28,7 @@ func (k *Keeper) ensure(ctx context.Context, e *entry, f *flight) (*cached, erro
 			return nil, k.storeError(e.id, "read", err)
 		}
 		if err := usable(rec); err != nil {
-			e.publish(nil, rec.Generation)
+			e.publish(nil, versionOf(rec))
 			return nil, err
 		}
 		c, err := k.cachedFrom(rec)
@@ -43,12 +43,13 @@ func (k *Keeper) ensure(ctx context.Context, e *entry, f *flight) (*cached, erro
 		pendingLive := !rec.Pending.IsZero() && rec.Lease.Owner != "" && time.Now().Before(rec.Lease.ExpiresAt)
 		live := c != nil && (rec.Pending.IsZero() || pendingLive) // an unknown outcome may have killed it
 		if live {
-			e.publish(c, rec.Generation) // keep serving within the promise while we wait
+			e.publish(c, versionOf(rec)) // keep serving within the promise while we wait
 		} else {
-			e.publish(nil, rec.Generation)
+			e.publish(nil, versionOf(rec))
 		}
-		cooling := rec.Degraded() || (!rec.Pending.IsZero() && !pendingLive)
-		if cooling && now.Before(rec.NextRefreshAt) && !f.force {
+		// A failed refresh (recorded as degraded) set a cooldown; a marker left
+		// by a crash did not, and gets its one more attempt at once.
+		if rec.Degraded() && now.Before(rec.NextRefreshAt) && !f.force {
 			// A failed refresh set a cooldown: no attempt before it.
 			if live && now.Before(c.token.ExpiresAt) && !f.isStale(c.token.Value) {
 				return c, nil

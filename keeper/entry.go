@@ -24,11 +24,11 @@ type entry struct {
 	mu     sync.Mutex
 	flight *flight // the refresh in flight, nil if none
 
-	// pubMu guards floor: the generation of the latest write of the record
+	// pubMu guards floor: the version of the latest write of the record
 	// this process has published. A slower writer (a flight that read the
 	// record before a Disconnect) cannot publish an older view over it.
 	pubMu sync.Mutex
-	floor int64
+	floor version
 
 	uses uses // the keeper's own HTTP calls in flight, per token
 }
@@ -39,6 +39,7 @@ type cached struct {
 	expiry     time.Time // the provider's expiry
 	lifetime   time.Duration
 	generation int64
+	ver        version
 
 	// live is true from publication until liveMargin before the promise
 	// ends, cleared by a timer: the hot path checks it instead of reading
@@ -95,15 +96,34 @@ func (f *flight) isStale(access tokenkeeper.Secret) bool {
 	return false
 }
 
-// publish makes c the cached token (nil: none), as of the record's
-// generation gen, unless a later generation is already published.
-func (e *entry) publish(c *cached, gen int64) {
+// version orders the writes of a record: by the record's creation (a
+// connection deleted and created again starts at generation 1), then by
+// generation.
+type version struct {
+	created int64 // CreatedAt, unix nanos
+	gen     int64
+}
+
+func versionOf(rec *tokenkeeper.Record) version {
+	return version{created: rec.CreatedAt.UnixNano(), gen: rec.Generation}
+}
+
+func (v version) before(o version) bool {
+	if v.created != o.created {
+		return v.created < o.created
+	}
+	return v.gen < o.gen
+}
+
+// publish makes c the cached token (nil: none), as of the record's version
+// v, unless a later version is already published.
+func (e *entry) publish(c *cached, v version) {
 	e.pubMu.Lock()
 	defer e.pubMu.Unlock()
-	if gen < e.floor {
+	if v.before(e.floor) {
 		return
 	}
-	e.floor = gen
+	e.floor = v
 	old := e.cur.Swap(c)
 	if old == c {
 		return

@@ -39,6 +39,7 @@ func (k *Keeper) cachedFrom(rec *tokenkeeper.Record) (*cached, error) {
 		expiry:     rec.Tokens.Expiry,
 		lifetime:   rec.Tokens.Expiry.Sub(issued),
 		generation: rec.Generation,
+		ver:        versionOf(rec),
 	}, nil
 }
 

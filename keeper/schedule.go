@@ -47,6 +47,12 @@ func (k *Keeper) refreshHot() {
 			e.lastUsed.Store(now.UnixNano())
 		}
 		c := e.cur.Load()
+		if c != nil && c.live.Load() && !now.Before(c.token.ExpiresAt.Add(-liveMargin)) {
+			// The live flag's timer runs on the monotonic clock, the promise
+			// on the wall clock: after a wall-clock step, this tick catches
+			// up.
+			c.live.Store(false)
+		}
 		if c == nil || now.Before(c.token.ExpiresAt) {
 			return true
 		}

@@ -46,9 +46,9 @@ func (k *Keeper) settleDead(e *entry, lh *leaseHolder, rec *tokenkeeper.Record, 
 		// settles then. Nothing is lost: the grant is dead either way.
 		k.log.Error("refresh: cannot record reconnect_required", "connection", e.id, "error", err)
 		next = cur
-		e.publish(nil, cur.Generation)
+		e.publish(nil, versionOf(cur))
 	default:
-		e.publish(nil, next.Generation)
+		e.publish(nil, versionOf(next))
 	}
 	k.log.Error("refresh: connection needs reconnecting", "connection", e.id, "reason", reason)
 	k.emit(ctx, tokenkeeper.EventReconnectRequired, next, reason)
@@ -73,12 +73,22 @@ func (k *Keeper) settleClientRejected(e *entry, lh *leaseHolder, rec *tokenkeepe
 
 // settleFailed records a refresh that failed without killing the grant:
 // the connection is degraded, keeps its token until the cooldown (if that
-// token is known to be alive), and is tried again after it.
-func (k *Keeper) settleFailed(e *entry, lh *leaseHolder, rec *tokenkeeper.Record, unknown bool, r result, cooldown time.Duration) error {
+// token is known to be alive), and is tried again after it. The cooldown
+// is FailureCooldown, cut short so that the next try comes before a live
+// token expires, and never shorter than wait (a Retry-After or a pause the
+// provider asked for).
+func (k *Keeper) settleFailed(e *entry, lh *leaseHolder, rec *tokenkeeper.Record, unknown bool, r result, wait time.Duration) error {
 	ctx, cancel := k.settleContext()
 	defer cancel()
 	now := k.stamp()
-	cooldown = max(cooldown, k.cfg.FailureCooldown)
+	cooldown := k.cfg.FailureCooldown
+	if !unknown && !rec.Tokens.Expiry.IsZero() {
+		grace := k.grace(rec.Tokens.Expiry.Sub(rec.LastRefreshAt))
+		if left := rec.Tokens.Expiry.Add(-2 * grace).Sub(now); left < cooldown {
+			cooldown = max(left, k.cfg.BackoffMax)
+		}
+	}
+	cooldown = max(cooldown, wait)
 	reason := failReason(r)
 	next, err := k.leasedUpdate(ctx, e.id, lh, rec, func(n *tokenkeeper.Record) {
 		n.LastError = reason
@@ -109,13 +119,13 @@ func (k *Keeper) settleFailed(e *entry, lh *leaseHolder, rec *tokenkeeper.Record
 	case err != nil && !errors.Is(err, errAgain):
 		k.log.Error("refresh: cannot record the failure", "connection", e.id, "error", err)
 		if unknown {
-			e.publish(nil, rec.Generation)
+			e.publish(nil, versionOf(rec))
 		}
 	case err == nil && unknown:
-		e.publish(nil, next.Generation)
+		e.publish(nil, versionOf(next))
 	case err == nil:
 		if c, cerr := k.cachedFrom(next); cerr == nil && c != nil {
-			e.publish(c, next.Generation)
+			e.publish(c, versionOf(next))
 		}
 	}
 	if err == nil && !rec.Degraded() {

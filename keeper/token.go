@@ -163,7 +163,7 @@ func (k *Keeper) fly(e *entry, f *flight) {
 	defer cancel()
 	c, err := k.ensure(ctx, e, f)
 	if c != nil {
-		e.publish(c, c.generation)
+		e.publish(c, c.ver)
 	}
 	if tokenkeeper.ErrorCode(err) == tokenkeeper.CodeNotFound {
 		k.entries.CompareAndDelete(e.id, e) // do not keep unknown ids in memory
