@@ -10,8 +10,10 @@ import (
 // Connect stores the tokens of a finished connect flow: it creates the
 // connection, or, for an existing id, replaces its grant (a reconnect). A
 // reconnect keeps the metadata, clears reconnect_required and
-// disconnected, and makes every process drop the old tokens. It emits
-// [tokenkeeper.EventConnected].
+// disconnected, and this keeper drops the old tokens at once; other
+// processes on the store serve their cached token until its promise ends
+// or a 401 sends them to the store (docs/design.md, "Coherence between
+// processes"). It emits [tokenkeeper.EventConnected].
 //
 // Errors: [tokenkeeper.CodeInvalid] for a bad id or a grant without tokens.
 func (k *Keeper) Connect(ctx context.Context, g tokenkeeper.Grant) (*tokenkeeper.Connection, error) {

@@ -49,9 +49,10 @@ func (k *Keeper) ensure(ctx context.Context, e *entry, f *flight) (*cached, erro
 		}
 		// A failed refresh (recorded as degraded) set a cooldown; a marker left
 		// by a crash did not, and gets its one more attempt at once.
-		if rec.Degraded() && now.Before(rec.NextRefreshAt) && !f.force {
-			// A failed refresh set a cooldown: no attempt before it.
-			if live && now.Before(c.token.ExpiresAt) && !f.isStale(c.token.Value) {
+		if rec.Degraded() && now.Before(rec.NextRefreshAt) {
+			// A failed refresh set a cooldown, honouring the provider's
+			// Retry-After: no attempt before it, not even an operator's.
+			if live && !f.force && now.Before(c.token.ExpiresAt) && !f.isStale(c.token.Value) {
 				return c, nil
 			}
 			return nil, tokenkeeper.Errorf(tokenkeeper.CodeUnavailable,

@@ -422,3 +422,26 @@ func TestKeeper_Close(t *testing.T) {
 		}
 	})
 }
+
+// An operator's forced refresh honours the provider's Retry-After: a
+// degraded connection in its cooldown sends nothing.
+func TestKeeper_Refresh_HonoursRetryAfter(t *testing.T) {
+	e := newEnv(t, func(c *keeper.Config, _ *emulator.Config) { c.MaxRetryAfter = 500 * time.Millisecond })
+	e.connect("acme")
+	e.expire("acme")
+	e.faults(emulator.Faults{emulator.EndpointToken: {Script: []string{emulator.Fault429}, RetryAfter: emulator.Duration(5 * time.Second)}})
+	if _, err := e.token(e.k, "acme"); err != nil {
+		t.Fatalf("Token after a 429: %v, want the live old token", err)
+	}
+	before := e.srv.Report().Counters["refresh_token"]
+	_, err := e.k.Refresh(context.Background(), "acme")
+	if tokenkeeper.ErrorCode(err) != tokenkeeper.CodeUnavailable {
+		t.Fatalf("forced refresh within Retry-After: %v, want unavailable", err)
+	}
+	if after := e.srv.Report().Counters["refresh_token"]; !cmp.Equal(before, after) {
+		t.Fatalf("a request was sent within Retry-After: %v -> %v", before, after)
+	}
+	if v := e.violations(); len(v) != 0 {
+		t.Fatalf("violations: %v", v)
+	}
+}

@@ -79,7 +79,10 @@ func (k *Keeper) Invalidate(ctx context.Context, id tokenkeeper.ConnectionID, st
 }
 
 // Refresh forces a refresh of the connection now, whatever its current
-// token's promise: an operator's action. It returns the new token.
+// token's promise: an operator's action. It still honours a cooldown set
+// by a failed refresh (which includes the provider's Retry-After) and a
+// pause after the provider rejected the client credentials, failing with
+// [tokenkeeper.CodeUnavailable]. It returns the new token.
 //
 // Errors are those of [Keeper.Token].
 func (k *Keeper) Refresh(ctx context.Context, id tokenkeeper.ConnectionID) (tokenkeeper.AccessToken, error) {
