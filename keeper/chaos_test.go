@@ -729,7 +729,7 @@ func (c *chaos) check(traffic, settle time.Duration) {
 	}
 
 	t.Logf("traffic %s, settle %s; %d clock steps to %s ahead (%s waiting for the gate); operator phases took %s",
-		traffic.Round(time.Millisecond), settle.Round(time.Millisecond), st.clockSteps.Load(), rep.Now.Sub(time.Now()).Round(time.Minute),
+		traffic.Round(time.Millisecond), settle.Round(time.Millisecond), st.clockSteps.Load(), time.Until(rep.Now).Round(time.Minute),
 		time.Duration(st.gateWait.Load()).Round(time.Millisecond), time.Duration(st.opTime.Load()).Round(time.Millisecond))
 	t.Logf("workers: %d tokens, %d API ok (%d in the last 50ms of a promise), %d 401, %d other; skipped %d past promise, %d killed; longest use %s, longest Token %s",
 		st.tokens.Load(), st.apiOK.Load(), st.edge.Load(), st.api401.Load(), st.apiOther.Load()+st.apiErr.Load(), st.skipExpired.Load(), st.skipKilled.Load(),

@@ -120,7 +120,7 @@ func (k *Keeper) commit(e *entry, lh *leaseHolder, rec *tokenkeeper.Record, pres
 // committedOK publishes a committed token set, then logs and emits what
 // the commit should not have waited for.
 func (k *Keeper) committedOK(e *entry, before, next *tokenkeeper.Record, set tokenkeeper.TokenSet, lifetime time.Duration, defaulted, kept bool) *cached {
-	c := &cached{token: tokenkeeper.AccessToken{Value: set.AccessToken, ExpiresAt: set.ExpiresAt}, expiry: set.Expiry, lifetime: lifetime, generation: next.Generation, ver: versionOf(next)}
+	c := newCached(next, set.AccessToken, lifetime)
 	e.publish(c, c.ver)
 	k.step("committed", e.id)
 	if defaulted {

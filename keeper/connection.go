@@ -57,11 +57,8 @@ func (k *Keeper) Connect(ctx context.Context, g tokenkeeper.Grant) (*tokenkeeper
 			return nil, k.storeError(g.ConnectionID, "connect", err)
 		}
 		e := k.entry(g.ConnectionID)
-		v := versionOf(rec)
-		e.publish(&cached{
-			token:  tokenkeeper.AccessToken{Value: set.AccessToken, ExpiresAt: set.ExpiresAt},
-			expiry: set.Expiry, lifetime: lifetime, generation: rec.Generation, ver: v,
-		}, v)
+		cur := newCached(rec, set.AccessToken, lifetime)
+		e.publish(cur, cur.ver)
 		k.log.Info("connected", "connection", rec.ID, "generation", rec.Generation)
 		k.emit(ctx, tokenkeeper.EventConnected, rec, "")
 		c := rec.Connection

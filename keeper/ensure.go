@@ -99,11 +99,7 @@ func (k *Keeper) due(f *flight, rec *tokenkeeper.Record, c *cached, now time.Tim
 	case f.keepAlive:
 		// Only if the refresh token is still old: a refresh since the
 		// keep-alive scan listed it makes this flight moot.
-		issued := rec.LastRefreshAt
-		if issued.IsZero() {
-			issued = rec.CreatedAt
-		}
-		return issued.Before(now.Add(-k.cfg.KeepAlive)), false
+		return issuedAt(rec).Before(now.Add(-k.cfg.KeepAlive)), false
 	case !now.Before(c.token.ExpiresAt):
 		return true, false
 	}

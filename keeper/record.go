@@ -3,6 +3,7 @@ package keeper
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/tokenkeeper/tokenkeeper"
 )
@@ -30,17 +31,27 @@ func (k *Keeper) cachedFrom(rec *tokenkeeper.Record) (*cached, error) {
 	if err != nil {
 		return nil, err
 	}
-	issued := rec.LastRefreshAt
-	if issued.IsZero() {
-		issued = rec.CreatedAt
-	}
+	return newCached(rec, access, rec.Tokens.Expiry.Sub(issuedAt(rec))), nil
+}
+
+// newCached is rec's token, access in plaintext, as the cache holds it.
+func newCached(rec *tokenkeeper.Record, access tokenkeeper.Secret, lifetime time.Duration) *cached {
 	return &cached{
 		token:      tokenkeeper.AccessToken{Value: access, ExpiresAt: rec.Tokens.ExpiresAt},
 		expiry:     rec.Tokens.Expiry,
-		lifetime:   rec.Tokens.Expiry.Sub(issued),
+		lifetime:   lifetime,
 		generation: rec.Generation,
 		ver:        versionOf(rec),
-	}, nil
+	}
+}
+
+// issuedAt is when rec's token set was issued: its last refresh, or its
+// creation if it was never refreshed.
+func issuedAt(rec *tokenkeeper.Record) time.Time {
+	if rec.LastRefreshAt.IsZero() {
+		return rec.CreatedAt
+	}
+	return rec.LastRefreshAt
 }
 
 // open unseals one token field of rec.
