@@ -26,6 +26,10 @@ const (
 	EventReconnectRequired EventType = "reconnect_required"
 	// EventDisconnected: the integrator ended the connection.
 	EventDisconnected EventType = "disconnected"
+	// EventPruned: retention removed what was left of a connection that had
+	// been disconnected, or waiting for a reconnect, for too long. The
+	// connection no longer exists.
+	EventPruned EventType = "pruned"
 	// EventClientRejected: the provider rejected the integration's own
 	// client credentials (invalid_client or unauthorized_client). Refreshing
 	// under that client stops until the credentials are fixed; connections

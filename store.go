@@ -86,6 +86,9 @@ type ConnectionFilter struct {
 	// NextRefreshBefore, if set, keeps connections with a NextRefreshAt
 	// before it.
 	NextRefreshBefore time.Time
+	// UpdatedBefore, if set, keeps connections whose UpdatedAt (the last
+	// write of the record) is before it: the retention query.
+	UpdatedBefore time.Time
 	// Limit caps the number returned; 0 means 100. Stores cap it at 1000.
 	Limit int
 }
@@ -142,9 +145,14 @@ type Store interface {
 	// current, unexpired lease (same Owner and Fence): the fenced write
 	// of a lease holder. CodeConflict if either check fails.
 	UpdateLeased(ctx context.Context, rec *Record, expect int64, lease Lease) error
-	// DeleteConnection removes the record and its lease. CodeNotFound if
-	// absent.
-	DeleteConnection(ctx context.Context, id ConnectionID) error
+	// DeleteConnection removes the record and its lease. If expect is not
+	// 0, only if the stored Generation equals it (CodeConflict otherwise),
+	// so a removal decided on an old read cannot remove a connection that
+	// was reconnected since. CodeNotFound if absent.
+	DeleteConnection(ctx context.Context, id ConnectionID, expect int64) error
+	// CountConnections returns how many connections are in each state.
+	// States with none may be absent from the map.
+	CountConnections(ctx context.Context) (map[State]int, error)
 
 	// AcquireLease gives owner the connection's lease for ttl, if nobody
 	// else holds an unexpired one, and returns the lease with the record as
