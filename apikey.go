@@ -59,10 +59,10 @@ type APIKey struct {
 // Revoked reports whether the key has been revoked.
 func (k *APIKey) Revoked() bool { return !k.RevokedAt.IsZero() }
 
-// Allows reports whether the key grants scope s: it is not revoked, and it
-// holds s or [ScopeAdmin].
+// Allows reports whether the key grants scope s: s is valid, the key is not
+// revoked, and it holds s or [ScopeAdmin].
 func (k *APIKey) Allows(s Scope) bool {
-	if k.Revoked() {
+	if k.Revoked() || !s.Valid() {
 		return false
 	}
 	for _, have := range k.Scopes {
@@ -134,11 +134,35 @@ func ParseAPIKey(key Secret) (APIKeyID, error) {
 		return "", Errorf(CodeUnauthorized, "the API key is malformed")
 	}
 	for _, part := range []string{id[2:], secret} {
+		if part != strings.ToLower(part) {
+			return "", Errorf(CodeUnauthorized, "the API key is malformed")
+		}
 		if _, err := keyEncoding.DecodeString(strings.ToUpper(part)); err != nil {
 			return "", Errorf(CodeUnauthorized, "the API key is malformed")
 		}
 	}
 	return APIKeyID(id), nil
+}
+
+// Validate reports whether k can be stored: a valid name, at least one
+// scope, every scope valid, and a SHA-256 hash. It returns a [CodeInvalid]
+// error naming what is wrong.
+func (k *APIKey) Validate() error {
+	if err := validAPIKeyName(k.Name); err != nil {
+		return err
+	}
+	if len(k.Scopes) == 0 {
+		return Errorf(CodeInvalid, "an API key needs at least one scope (tokens, proxy or admin)")
+	}
+	for _, s := range k.Scopes {
+		if !s.Valid() {
+			return Errorf(CodeInvalid, "unknown scope %q; want tokens, proxy or admin", string(s))
+		}
+	}
+	if len(k.Hash) != 32 {
+		return Errorf(CodeInvalid, "the API key hash is %d bytes; want a 32-byte SHA-256", len(k.Hash))
+	}
+	return nil
 }
 
 func validAPIKeyName(name string) error {

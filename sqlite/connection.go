@@ -139,20 +139,75 @@ func (s *Store) inTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	return mapErr(tx.Commit())
 }
 
-// DeleteConnection removes the connection id and its lease. CodeNotFound if
-// there is none.
-func (s *Store) DeleteConnection(ctx context.Context, id tokenkeeper.ConnectionID) error {
-	res, err := s.stmts.deleteConnection.ExecContext(ctx, string(id))
-	if err == nil {
-		var n int64
-		if n, err = res.RowsAffected(); err == nil && n == 0 {
-			err = errNotFound("connection " + string(id))
-		}
-	}
-	if err != nil {
-		return fmt.Errorf("sqlite: delete connection %s: %w", id, mapErr(err))
+// DeleteConnection removes the connection id and its lease. If expect is
+// not 0, it removes it only if its generation is expect, and returns
+// CodeConflict otherwise. CodeNotFound if there is no such connection.
+func (s *Store) DeleteConnection(ctx context.Context, id tokenkeeper.ConnectionID, expect int64) error {
+	if err := s.deleteConnection(ctx, id, expect); err != nil {
+		return fmt.Errorf("sqlite: delete connection %s: %w", id, err)
 	}
 	return nil
+}
+
+func (s *Store) deleteConnection(ctx context.Context, id tokenkeeper.ConnectionID, expect int64) error {
+	if expect == 0 {
+		ok, err := affected(s.stmts.deleteConnection.ExecContext(ctx, string(id)))
+		if err == nil && !ok {
+			err = errNotFound("connection " + string(id))
+		}
+		return err
+	}
+	// As in update: the conditional DELETE is atomic by itself; the
+	// transaction makes the explanation of a failure read the same state.
+	return s.inTx(ctx, func(tx *sql.Tx) error {
+		ok, err := affected(tx.StmtContext(ctx, s.stmts.deleteIf).ExecContext(ctx, string(id), expect))
+		if err != nil || ok {
+			return err
+		}
+		cur, err := getConnection(ctx, tx.StmtContext(ctx, s.stmts.getConnectionW), id)
+		if err != nil {
+			return err
+		}
+		return errConflict(fmt.Sprintf("the generation is %d, not %d", cur.Generation, expect))
+	})
+}
+
+// affected reports whether the write that returned res and err changed a
+// row, with err mapped.
+func affected(res sql.Result, err error) (bool, error) {
+	if err != nil {
+		return false, mapErr(err)
+	}
+	n, err := res.RowsAffected()
+	return n > 0, mapErr(err)
+}
+
+// CountConnections returns the number of connections in each state that
+// has any; a state with none is absent from the map (which is empty, not
+// nil, when there are no connections). It reads an index on state, not the
+// table.
+func (s *Store) CountConnections(ctx context.Context) (map[tokenkeeper.State]int, error) {
+	counts := map[tokenkeeper.State]int{}
+	err := func() error {
+		rows, err := s.stmts.countConnections.QueryContext(ctx)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var state string
+			var n int
+			if err := rows.Scan(&state, &n); err != nil {
+				return err
+			}
+			counts[tokenkeeper.State(state)] = n
+		}
+		return rows.Err()
+	}()
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: count connections: %w", mapErr(err))
+	}
+	return counts, nil
 }
 
 // recID returns rec's id for an error, or "" for a nil rec.

@@ -22,7 +22,9 @@ const (
 // means [DefaultLimit]; a Limit over [MaxLimit] means MaxLimit. A
 // NextRefreshBefore filter keeps only connections that have a planned
 // refresh (a non-zero NextRefreshAt). The keep-alive filters
-// (LastRefreshBefore, NextRefreshBefore) and State are served by indexes.
+// (LastRefreshBefore, NextRefreshBefore), State, and the retention query
+// (State with UpdatedBefore) are served by indexes; UpdatedBefore without
+// State reads the whole table.
 // The time bounds are exact, to the nanosecond: a stored time (whole
 // microseconds) passes if it is strictly before the bound, which is rounded
 // up, not truncated, to the microsecond.
@@ -81,6 +83,10 @@ func listQuery(f tokenkeeper.ConnectionFilter) (string, []any) {
 		where = append(where, "next_refresh_at <> 0", "next_refresh_at < ?")
 		args = append(args, microsAfter(f.NextRefreshBefore))
 	}
+	if !f.UpdatedBefore.IsZero() {
+		where = append(where, "updated_at < ?")
+		args = append(args, microsAfter(f.UpdatedBefore))
+	}
 	limit := f.Limit
 	if limit <= 0 {
 		limit = DefaultLimit
@@ -88,11 +94,20 @@ func listQuery(f tokenkeeper.ConnectionFilter) (string, []any) {
 	limit = min(limit, MaxLimit)
 
 	query := `SELECT ` + connectionColumns + ` FROM connections`
-	if !f.LastRefreshBefore.IsZero() && f.NextRefreshBefore.IsZero() {
+	switch {
+	case !f.NextRefreshBefore.IsZero():
+		// The planner picks the partial index by itself.
+	case !f.LastRefreshBefore.IsZero():
 		// Without statistics, the planner prefers to walk the primary key
 		// (no sort for ORDER BY id) through the whole table; the keep-alive
 		// query must not.
 		query += ` INDEXED BY connections_last_change_at`
+	case f.State != "" && !f.UpdatedBefore.IsZero():
+		// The retention query. With After, the planner prefers to walk
+		// connections_state in id order, which reads every connection in
+		// the state, pruned or not, on every run; the range reads only
+		// those to prune (and sorts them).
+		query += ` INDEXED BY connections_state_updated_at`
 	}
 	if len(where) > 0 {
 		query += ` WHERE ` + strings.Join(where, " AND ")

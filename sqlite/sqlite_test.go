@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -304,80 +303,6 @@ func TestOpen_Reopen(t *testing.T) {
 	}
 	if _, err := s.TakeSession(t.Context(), sess.StateHash); err != nil {
 		t.Errorf("TakeSession after reopen: %v", err)
-	}
-}
-
-// TestOpen_Migrations checks that opening is idempotent, also when two
-// stores open a fresh file at once, and that a database from a newer build
-// is refused.
-func TestOpen_Migrations(t *testing.T) {
-	t.Run("Twice", func(t *testing.T) {
-		path := filepath.Join(t.TempDir(), "tokenkeeper.db")
-		for range 2 {
-			s, err := sqlite.Open(t.Context(), path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := s.Close(); err != nil {
-				t.Fatal(err)
-			}
-		}
-		wantMigrations(t, path)
-	})
-	t.Run("Concurrent", func(t *testing.T) {
-		for range 5 {
-			path := filepath.Join(t.TempDir(), "tokenkeeper.db")
-			var wg sync.WaitGroup
-			errs := make([]error, 4)
-			start := make(chan struct{})
-			for i := range errs {
-				wg.Go(func() {
-					<-start
-					s, err := sqlite.Open(t.Context(), path)
-					if err == nil {
-						err = s.Close()
-					}
-					errs[i] = err
-				})
-			}
-			close(start)
-			wg.Wait()
-			if err := errors.Join(errs...); err != nil {
-				t.Fatal(err)
-			}
-			wantMigrations(t, path)
-		}
-	})
-	t.Run("NewerSchema", func(t *testing.T) {
-		path := filepath.Join(t.TempDir(), "tokenkeeper.db")
-		s, err := sqlite.Open(t.Context(), path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		s.Close()
-		db := rawDB(t, path)
-		if _, err := db.ExecContext(t.Context(), `INSERT INTO schema_migrations VALUES (999999, 'future.sql', 0)`); err != nil {
-			t.Fatal(err)
-		}
-		if s, err := sqlite.Open(t.Context(), path); err == nil {
-			s.Close()
-			t.Fatal("Open of a database with a newer schema succeeded")
-		}
-	})
-}
-
-// wantMigrations fails t unless the database at path records each
-// migration once.
-func wantMigrations(t *testing.T, path string) {
-	t.Helper()
-	var n, distinct int
-	err := rawDB(t, path).QueryRowContext(t.Context(),
-		`SELECT count(*), count(DISTINCT version) FROM schema_migrations`).Scan(&n, &distinct)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n == 0 || n != distinct {
-		t.Errorf("schema_migrations has %d rows, %d versions; want each migration once", n, distinct)
 	}
 }
 

@@ -28,6 +28,15 @@ var (
 		` AND lease_owner <> '' AND lease_owner = ? AND lease_fence = ? AND lease_expires_at > ?`
 
 	deleteConnectionSQL = `DELETE FROM connections WHERE id = ?`
+	// deleteConnectionIfSQL takes the id and the expected generation.
+	deleteConnectionIfSQL = deleteConnectionSQL + ` AND generation = ?`
+
+	// listAuditSQL takes the highest id to return and the limit;
+	// listAuditByConnectionSQL takes the connection id first.
+	listAuditSQL = `SELECT ` + auditColumns + ` FROM audit
+		WHERE id <= ? ORDER BY id DESC LIMIT ?`
+	listAuditByConnectionSQL = `SELECT ` + auditColumns + ` FROM audit
+		WHERE connection_id = ? AND id <= ? ORDER BY id DESC LIMIT ?`
 )
 
 const (
@@ -51,6 +60,21 @@ const (
 		RETURNING state_hash, connection_id, return_url, verifier, verifier_key, created_at, expires_at`
 
 	deleteExpiredSessionsSQL = `DELETE FROM sessions WHERE expires_at < ?`
+
+	countConnectionsSQL = `SELECT state, count(*) FROM connections GROUP BY state`
+
+	createAPIKeySQL = `INSERT INTO api_keys (id, name, scopes, hash, created_at, revoked_at)
+		VALUES (?, ?, ?, ?, ?, ?)`
+	getAPIKeySQL   = `SELECT ` + apiKeyColumns + ` FROM api_keys WHERE id = ?`
+	listAPIKeysSQL = `SELECT ` + apiKeyColumns + ` FROM api_keys ORDER BY created_at, id`
+	// revokeAPIKeySQL matches a revoked key too (keeping its first
+	// revocation time), so that "no row" means only "no such key".
+	revokeAPIKeySQL = `UPDATE api_keys
+		SET revoked_at = CASE WHEN revoked_at = 0 THEN ? ELSE revoked_at END
+		WHERE id = ?`
+
+	appendAuditSQL = `INSERT INTO audit (time, actor, action, connection_id, detail)
+		VALUES (?, ?, ?, ?, ?) RETURNING id`
 )
 
 // stmts are the Store's prepared statements. A *sql.Stmt prepares itself
@@ -62,7 +86,12 @@ const (
 // holds.
 type stmts struct {
 	// On the read pool: plain reads.
-	getConnection *sql.Stmt
+	getConnection         *sql.Stmt
+	countConnections      *sql.Stmt
+	getAPIKey             *sql.Stmt
+	listAPIKeys           *sql.Stmt
+	listAudit             *sql.Stmt
+	listAuditByConnection *sql.Stmt
 
 	// On the write connection.
 	getConnectionW   *sql.Stmt // a read within a write transaction
@@ -70,12 +99,16 @@ type stmts struct {
 	updateConnection *sql.Stmt
 	updateLeased     *sql.Stmt
 	deleteConnection *sql.Stmt
+	deleteIf         *sql.Stmt // deleteConnectionIfSQL
 	acquireLease     *sql.Stmt
 	renewLease       *sql.Stmt
 	releaseLease     *sql.Stmt
 	createSession    *sql.Stmt
 	takeSession      *sql.Stmt
 	deleteExpired    *sql.Stmt
+	createAPIKey     *sql.Stmt
+	revokeAPIKey     *sql.Stmt
+	appendAudit      *sql.Stmt
 
 	// all are the statements above that are prepared, for closeStmts.
 	all []*sql.Stmt
@@ -90,17 +123,26 @@ func (s *Store) prepare(ctx context.Context) error {
 		query string
 	}{
 		{&s.stmts.getConnection, s.read, getConnectionSQL},
+		{&s.stmts.countConnections, s.read, countConnectionsSQL},
+		{&s.stmts.getAPIKey, s.read, getAPIKeySQL},
+		{&s.stmts.listAPIKeys, s.read, listAPIKeysSQL},
+		{&s.stmts.listAudit, s.read, listAuditSQL},
+		{&s.stmts.listAuditByConnection, s.read, listAuditByConnectionSQL},
 		{&s.stmts.getConnectionW, s.write, getConnectionSQL},
 		{&s.stmts.createConnection, s.write, createConnectionSQL},
 		{&s.stmts.updateConnection, s.write, updateConnectionSQL},
 		{&s.stmts.updateLeased, s.write, updateLeasedSQL},
 		{&s.stmts.deleteConnection, s.write, deleteConnectionSQL},
+		{&s.stmts.deleteIf, s.write, deleteConnectionIfSQL},
 		{&s.stmts.acquireLease, s.write, acquireLeaseSQL},
 		{&s.stmts.renewLease, s.write, renewLeaseSQL},
 		{&s.stmts.releaseLease, s.write, releaseLeaseSQL},
 		{&s.stmts.createSession, s.write, createSessionSQL},
 		{&s.stmts.takeSession, s.write, takeSessionSQL},
 		{&s.stmts.deleteExpired, s.write, deleteExpiredSessionsSQL},
+		{&s.stmts.createAPIKey, s.write, createAPIKeySQL},
+		{&s.stmts.revokeAPIKey, s.write, revokeAPIKeySQL},
+		{&s.stmts.appendAudit, s.write, appendAuditSQL},
 	} {
 		st, err := p.db.PrepareContext(ctx, p.query)
 		if err != nil {

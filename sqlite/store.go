@@ -39,9 +39,10 @@ import (
 // lock before it fails with [tokenkeeper.CodeUnavailable].
 const BusyTimeout = 10 * time.Second
 
-// Store is a [tokenkeeper.Store] on one SQLite file. Make it with [Open];
-// the zero Store is not usable. It is safe for concurrent use by many
-// goroutines, and many processes may open the same file.
+// Store is a [tokenkeeper.Store], a [tokenkeeper.APIKeyStore] and a
+// [tokenkeeper.AuditLog] on one SQLite file. Make it with [Open]; the zero
+// Store is not usable. It is safe for concurrent use by many goroutines,
+// and many processes may open the same file.
 //
 // Errors name the operation ("sqlite: acquire lease c1: ...") and carry a
 // [tokenkeeper.Code]. Besides the codes each method lists, every method may

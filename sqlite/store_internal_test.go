@@ -39,32 +39,42 @@ func TestListQuery_Plan(t *testing.T) {
 		"State":                  {tokenkeeper.ConnectionFilter{State: tokenkeeper.StateActive}, "connections_state"},
 		"IDPrefix":               {tokenkeeper.ConnectionFilter{IDPrefix: "a"}, "sqlite_autoindex_connections_1"},
 		"After":                  {tokenkeeper.ConnectionFilter{After: "a"}, "sqlite_autoindex_connections_1"},
+		"UpdatedBeforeState":     {tokenkeeper.ConnectionFilter{UpdatedBefore: at, State: tokenkeeper.StateDisconnected}, "connections_state_updated_at"},
+		"UpdatedBeforeStateAfter": {tokenkeeper.ConnectionFilter{UpdatedBefore: at, State: tokenkeeper.StateDisconnected, After: "a"},
+			"connections_state_updated_at"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			query, args := listQuery(tc.filter)
-			rows, err := s.read.QueryContext(t.Context(), "EXPLAIN QUERY PLAN "+query, args...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer rows.Close()
-			var plan []string
-			for rows.Next() {
-				var id, parent, unused int
-				var detail string
-				if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
-					t.Fatal(err)
-				}
-				plan = append(plan, detail)
-			}
-			if err := rows.Err(); err != nil {
-				t.Fatal(err)
-			}
-			got := strings.Join(plan, "; ")
+			got := queryPlan(t, s, query, args...)
 			if !strings.Contains(got, "SEARCH connections USING INDEX "+tc.index+" (") {
 				t.Errorf("plan %q does not search %s", got, tc.index)
 			}
 		})
 	}
+}
+
+// queryPlan returns the steps of EXPLAIN QUERY PLAN for query, joined
+// with "; ".
+func queryPlan(t *testing.T, s *Store, query string, args ...any) string {
+	t.Helper()
+	rows, err := s.read.QueryContext(t.Context(), "EXPLAIN QUERY PLAN "+query, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var plan []string
+	for rows.Next() {
+		var id, parent, unused int
+		var detail string
+		if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+			t.Fatal(err)
+		}
+		plan = append(plan, detail)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return strings.Join(plan, "; ")
 }
 
 // TestOpen_Pragmas checks the settings of the write connection: a
@@ -223,14 +233,54 @@ func TestStmts_Reuse(t *testing.T) {
 		t.Error(err)
 	}
 
-	if err := s.DeleteConnection(ctx, "c2"); err != nil {
+	if err := s.DeleteConnection(ctx, "c2", 0); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.DeleteConnection(ctx, "c2"); tokenkeeper.ErrorCode(err) != tokenkeeper.CodeNotFound {
+	if err := s.DeleteConnection(ctx, "c2", 0); tokenkeeper.ErrorCode(err) != tokenkeeper.CodeNotFound {
 		t.Fatalf("DeleteConnection of none: %v, want not found", err)
 	}
 	if n, err := s.DeleteExpiredSessions(ctx, time.Now()); err != nil || n != 0 {
 		t.Fatalf("DeleteExpiredSessions = %d, %v", n, err)
+	}
+	// The statements added with API keys and the audit log, after their
+	// failures too.
+	if err := s.DeleteConnection(ctx, "c1", 1); tokenkeeper.ErrorCode(err) != tokenkeeper.CodeConflict {
+		t.Fatalf("DeleteConnection of a moved generation: %v, want conflict", err)
+	}
+	_, key, err := tokenkeeper.NewAPIKey("k", []tokenkeeper.Scope{tokenkeeper.ScopeAdmin}, at)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if err := s.CreateAPIKey(ctx, key); tokenkeeper.ErrorCode(err) != tokenkeeper.CodeConflict && err != nil {
+			t.Fatalf("CreateAPIKey: %v", err)
+		}
+		if err := s.RevokeAPIKey(ctx, "none", at); tokenkeeper.ErrorCode(err) != tokenkeeper.CodeNotFound {
+			t.Fatalf("RevokeAPIKey of none: %v, want not found", err)
+		}
+		if _, err := s.GetAPIKey(ctx, "none"); tokenkeeper.ErrorCode(err) != tokenkeeper.CodeNotFound {
+			t.Fatalf("GetAPIKey of none: %v, want not found", err)
+		}
+		if err := s.AppendAudit(ctx, &tokenkeeper.AuditEntry{Actor: "a", Action: "b", ConnectionID: "c1"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.RevokeAPIKey(ctx, key.ID, at); err != nil {
+		t.Fatal(err)
+	}
+	if keys, err := s.ListAPIKeys(ctx); err != nil || len(keys) != 1 || !keys[0].Revoked() {
+		t.Fatalf("ListAPIKeys = %v, %v; want the one revoked key", keys, err)
+	}
+	for _, f := range []tokenkeeper.AuditFilter{{}, {ConnectionID: "c1"}} {
+		if es, err := s.ListAudit(ctx, f); err != nil || len(es) != 3 {
+			t.Fatalf("ListAudit(%+v) = %d entries, %v; want 3", f, len(es), err)
+		}
+	}
+	if counts, err := s.CountConnections(ctx); err != nil || counts[tokenkeeper.StateActive] != 1 {
+		t.Fatalf("CountConnections = %v, %v; want 1 active", counts, err)
+	}
+	if err := s.DeleteConnection(ctx, "c1", 2); err != nil {
+		t.Fatal(err)
 	}
 
 	if err := s.Close(); err != nil {

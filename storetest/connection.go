@@ -202,41 +202,6 @@ func updateConnectionTests() []test {
 	}
 }
 
-func deleteConnectionTests() []test {
-	return []test{
-		{"OK", func(t *testing.T, s tokenkeeper.Store) {
-			create(t, s, record("c1"))
-			create(t, s, record("c2"))
-			if err := s.DeleteConnection(t.Context(), "c1"); err != nil {
-				t.Fatal(err)
-			}
-			_, err := s.GetConnection(t.Context(), "c1")
-			wantCode(t, err, tokenkeeper.CodeNotFound)
-			get(t, s, "c2")
-			wantCode(t, s.DeleteConnection(t.Context(), "c1"), tokenkeeper.CodeNotFound)
-		}},
-		{"ErrNotFound", func(t *testing.T, s tokenkeeper.Store) {
-			wantCode(t, s.DeleteConnection(t.Context(), "c1"), tokenkeeper.CodeNotFound)
-		}},
-		{"RemovesLease", func(t *testing.T, s tokenkeeper.Store) {
-			create(t, s, record("c1"))
-			if _, _, err := s.AcquireLease(t.Context(), "c1", "old", long); err != nil {
-				t.Fatal(err)
-			}
-			if err := s.DeleteConnection(t.Context(), "c1"); err != nil {
-				t.Fatal(err)
-			}
-			create(t, s, record("c1"))
-			if l := get(t, s, "c1").Lease; l.Owner != "" || !l.ExpiresAt.IsZero() {
-				t.Errorf("recreated connection's lease = %+v, want none held", l)
-			}
-			if _, _, err := s.AcquireLease(t.Context(), "c1", "new", long); err != nil {
-				t.Errorf("AcquireLease after delete: %v", err)
-			}
-		}},
-	}
-}
-
 // invalidText returns, for each text field of a Record that writes store,
 // a change that makes it invalid UTF-8. Stores refuse such text with
 // CodeInvalid naming the field: they must return what they were given, and

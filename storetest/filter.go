@@ -39,7 +39,7 @@ func wantIDs(t *testing.T, f tokenkeeper.ConnectionFilter, got []tokenkeeper.Con
 var sortedIDs = []tokenkeeper.ConnectionID{"B", "a", "a-1", "a.b", "a0", "a:x", "a@y", "ab", "ab_c", "b"}
 
 func listConnectionsTests() []test {
-	return []test{
+	return append([]test{
 		{"All", func(t *testing.T, s tokenkeeper.Store) {
 			recs := map[tokenkeeper.ConnectionID]*tokenkeeper.Record{}
 			for _, i := range []int{3, 0, 9, 5, 1, 7, 2, 8, 4, 6} {
@@ -165,6 +165,7 @@ func listConnectionsTests() []test {
 			for id, when := range map[tokenkeeper.ConnectionID]time.Time{"at": at, "later": at.Add(time.Microsecond)} {
 				rec := record(id)
 				rec.CreatedAt, rec.LastRefreshAt, rec.NextRefreshAt = when.Add(-time.Hour), when, when
+				rec.UpdatedAt = when
 				create(t, s, rec)
 			}
 			for _, frac := range []time.Duration{1, 500, 999} {
@@ -173,6 +174,8 @@ func listConnectionsTests() []test {
 					{NextRefreshBefore: bound},
 					{LastRefreshBefore: bound},
 					{NextRefreshBefore: bound, LastRefreshBefore: bound},
+					{UpdatedBefore: bound},
+					{UpdatedBefore: bound, State: tokenkeeper.StateActive},
 				} {
 					wantIDs(t, f, list(t, s, f), "at")
 				}
@@ -188,17 +191,21 @@ func listConnectionsTests() []test {
 				if i%3 == 0 {
 					rec.LastRefreshAt = cutoff.Add(time.Minute)
 				}
+				if i == 7 {
+					rec.UpdatedAt = cutoff.Add(time.Minute)
+				}
 				create(t, s, rec)
 			}
 			// Active (odd), refreshed before the cutoff (not a multiple of
-			// three), after c03, two at most.
+			// three), written before the cutoff (not c07), after c03, two
+			// at most.
 			f := tokenkeeper.ConnectionFilter{
 				State: tokenkeeper.StateActive, LastRefreshBefore: cutoff, After: "c03", Limit: 2,
-				IDPrefix: "c", NextRefreshBefore: cutoff.Add(time.Hour),
+				IDPrefix: "c", NextRefreshBefore: cutoff.Add(time.Hour), UpdatedBefore: cutoff,
 			}
-			wantIDs(t, f, list(t, s, f), "c05", "c07")
+			wantIDs(t, f, list(t, s, f), "c05", "c11")
 		}},
-	}
+	}, updatedBeforeTests()...)
 }
 
 // createMany creates n minimal connections, from a few goroutines.

@@ -1,14 +1,15 @@
-// Package storetest is the conformance suite of [tokenkeeper.Store]: every
-// backend (SQLite, PostgreSQL) runs [Run] from its own tests against a
-// real database, so that the keeper can rely on the same behaviour from
-// each.
+// Package storetest is the conformance suite of [tokenkeeper.Store], and of
+// the [tokenkeeper.APIKeyStore] and [tokenkeeper.AuditLog] that every store
+// also is: every backend (SQLite, PostgreSQL) runs [Run] from its own tests
+// against a real database, so that the keeper and the HTTP API can rely on
+// the same behaviour from each.
 //
-// The suite checks only what the contract says, plus the choices the
-// contract leaves open that backends must still make alike (listed in the
+// The suite checks only what the contracts say, plus the choices the
+// contracts leave open that backends must still make alike (listed in the
 // doc of [Run]). It uses the wall clock: the lease tests take leases of a
 // few hundred milliseconds and sleep until they expire. Its subtests run
-// in parallel, each on a fresh store; the slowest creates 1001 connections
-// to check the cap on ListConnections' Limit.
+// in parallel, each on a fresh store; the slowest create 1001 connections
+// and 1001 audit entries to check the caps on the listings' Limit.
 package storetest
 
 import (
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/tokenkeeper/tokenkeeper"
 )
 
@@ -24,7 +26,9 @@ import (
 // calls open for a fresh, empty store; open registers its own cleanup with
 // t.Cleanup (closing the store, removing the database) and fails t if it
 // cannot open one. Subtests run in parallel, so open must be safe to call
-// from several goroutines.
+// from several goroutines. The store must also be a
+// [tokenkeeper.APIKeyStore] and a [tokenkeeper.AuditLog]: the tests of
+// those fail, not skip, if it is not.
 //
 // Besides the contract's own clauses, the suite pins these choices, which
 // every backend must make alike:
@@ -52,7 +56,27 @@ import (
 //     values, key ids, Tokens.Scope, Pending.Owner; a Session's
 //     ConnectionID, ReturnURL, Verifier.KeyID; AcquireLease's owner) is
 //     refused with CodeInvalid, and the error names the field (by its Go
-//     name). Nothing is stored. Valid UTF-8 comes back byte for byte.
+//     name). Nothing is stored. Valid UTF-8 comes back byte for byte. The
+//     same holds for an APIKey's ID, Name and Scopes, and an AuditEntry's
+//     Actor, Action, ConnectionID and Detail.
+//   - UpdatedBefore, like the other bounds, is exact to the nanosecond, and
+//     a zero UpdatedAt is before every bound.
+//   - DeleteConnection of a connection that does not exist is CodeNotFound
+//     whatever expect is (not CodeConflict).
+//   - CountConnections may leave out or give 0 for a state with none.
+//   - CreateAPIKey refuses (CodeInvalid) a key with an empty ID, and a name
+//     or scopes that NewAPIKey would refuse: a blank name, one over 200
+//     bytes or with control characters, an unknown scope. It stores every
+//     field as given, RevokedAt included.
+//   - ListAPIKeys orders keys created at the same microsecond by id (byte
+//     order).
+//   - RevokeAPIKey with the zero time is CodeInvalid (it would store "not
+//     revoked"); a second revocation keeps the first time even if the
+//     second passes an earlier one.
+//   - AppendAudit ignores an ID already set in the entry, and modifies
+//     nothing else; on an error it leaves ID alone.
+//   - ListAudit treats a negative Limit like 0; a negative Before selects
+//     nothing; ConnectionID matches exactly.
 func Run(t *testing.T, open func(t *testing.T) tokenkeeper.Store) {
 	groups := []struct {
 		name  string
@@ -70,6 +94,13 @@ func Run(t *testing.T, open func(t *testing.T) tokenkeeper.Store) {
 		{"CreateSession", createSessionTests()},
 		{"TakeSession", takeSessionTests()},
 		{"DeleteExpiredSessions", deleteExpiredSessionsTests()},
+		{"CountConnections", countConnectionsTests()},
+		{"CreateAPIKey", createAPIKeyTests()},
+		{"GetAPIKey", getAPIKeyTests()},
+		{"ListAPIKeys", listAPIKeysTests()},
+		{"RevokeAPIKey", revokeAPIKeyTests()},
+		{"AppendAudit", appendAuditTests()},
+		{"ListAudit", listAuditTests()},
 	}
 	for _, g := range groups {
 		t.Run(g.name, func(t *testing.T) {
@@ -165,6 +196,18 @@ func wantCode(t *testing.T, err error, code tokenkeeper.Code) {
 	t.Helper()
 	if got := tokenkeeper.ErrorCode(err); got != code {
 		t.Fatalf("error code = %q (error: %v), want %q", got, err, code)
+	}
+}
+
+// cmpEmpty makes nil and empty slices and maps equal.
+var cmpEmpty = cmpopts.EquateEmpty()
+
+// wantEqual fails t unless got equals want (nil and empty alike); what
+// names got.
+func wantEqual(t *testing.T, what string, got, want any) {
+	t.Helper()
+	if diff := cmp.Diff(want, got, cmpEmpty); diff != "" {
+		t.Errorf("%s mismatch (-want +got):\n%s", what, diff)
 	}
 }
 
