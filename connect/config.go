@@ -32,6 +32,8 @@ func validate(cfg *Config) ([]allowedPrefix, error) {
 		return nil, bad("Keeper is nil")
 	case cfg.SessionTTL < 0:
 		return nil, bad("SessionTTL %s is negative", cfg.SessionTTL)
+	case cfg.LinkTTL < 0 || cfg.LinkTTL > MaxLinkTTL:
+		return nil, bad("LinkTTL %s is not between 0 and %s", cfg.LinkTTL, MaxLinkTTL)
 	}
 	// RFC 6749 section 3.1.2: an absolute URI without a fragment.
 	u, err := url.Parse(cfg.RedirectURL)

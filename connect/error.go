@@ -12,10 +12,12 @@ import (
 // logged, counted and sent on the wire.
 type Reason string
 
-// The reasons a callback fails. ReasonStateMissing, ReasonStateUnknown and
-// ReasonWrongBrowser mean the callback could not be tied to a flow that this
-// Flow started in this browser: its [FlowError] has no ConnectionID and no
-// ReturnURL.
+// The reasons a callback, or the opening of a connect link
+// ([Flow.OpenLink]: the link reasons and ReasonInternal), fails.
+// ReasonStateMissing, ReasonStateUnknown, ReasonWrongBrowser and
+// ReasonLinkUnknown mean the request could not be tied to a flow (or link)
+// that this Flow started (in this browser): its [FlowError] has no
+// ConnectionID and no ReturnURL.
 const (
 	// ReasonStateMissing: the redirect carries no state (or more than one).
 	// CodeInvalid.
@@ -58,6 +60,18 @@ const (
 	// unauthorized_client (the client credentials are wrong),
 	// CodeUnavailable when the provider failed or could not be reached.
 	ReasonExchangeFailed Reason = "exchange_failed"
+	// ReasonLinkUnknown: [Flow.OpenLink] was given a token that names no
+	// link: never made, already opened, deleted long after it expired, or
+	// not a link at all (a state). CodeNotFound: the link, a resource in
+	// the URL, does not exist.
+	ReasonLinkUnknown Reason = "link_unknown"
+	// ReasonLinkExpired: the link was made by this Flow's store but opened
+	// after it expired (LinkRequest.TTL). CodeInvalid, like
+	// ReasonStateExpired. The ConnectionID and ReturnURL are filled in from
+	// the stored link, so a page can offer to start again. The link is
+	// spent.
+	ReasonLinkExpired Reason = "link_expired"
+
 	// ReasonInternal: tokenkeeper's own side failed: the session store, the
 	// sealer, or the [Keeper] that saves the tokens. The cause's code is
 	// kept (CodeUnavailable means retrying may help; anything else reads as
@@ -66,9 +80,10 @@ const (
 	ReasonInternal Reason = "internal"
 )
 
-// FlowError is the error [Flow.Callback] returns for every failure. A page
-// can switch on Reason, link back to ReturnURL when it is set, and show
-// [tokenkeeper.ErrorMessage] of the error, which is always human text.
+// FlowError is the error [Flow.Callback] and [Flow.OpenLink] return for
+// every failure. A page can switch on Reason, link back to ReturnURL when
+// it is set, and show [tokenkeeper.ErrorMessage] of the error, which is
+// always human text.
 //
 // ConnectionID and ReturnURL come from the stored session, never from the
 // request, so they are set only once the state has been matched to a
@@ -76,12 +91,12 @@ const (
 // callback to the browser that began it): a page may redirect to ReturnURL
 // without becoming an open redirector.
 //
-// No field, and no text of the error, holds the code, the state, the PKCE
-// verifier, the browser binding or a token. ProviderCode and Description
-// come from the provider (through the user's browser for a redirect): they
-// are cleaned of control characters and cut to a few hundred bytes, but are
-// otherwise untrusted text, so escape them when rendering (html/template
-// does).
+// No field, and no text of the error, holds the code, the state, a link
+// token, the PKCE verifier, the browser binding or a token. ProviderCode
+// and Description come from the provider (through the user's browser for a
+// redirect): they are cleaned of control characters and cut to a few
+// hundred bytes, but are otherwise untrusted text, so escape them when
+// rendering (html/template does).
 //
 // A FlowError is immutable once returned and safe for concurrent use.
 type FlowError struct {

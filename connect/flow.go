@@ -20,6 +20,16 @@
 // long-expired sessions itself, at most once a minute per Flow, so there is
 // nothing to schedule.
 //
+// A connect link ([Flow.NewLink], [Flow.OpenLink]) lets a backend start a
+// flow for a browser it cannot redirect itself: the backend makes a
+// single-use link for a connection id and return URL, sends the end user
+// to it, and opening it begins the flow bound to the browser that opened
+// it. A link is a session too, with no verifier, keyed by the SHA-256 of
+// "tokenkeeper/link", a NUL byte and the token: never the plain SHA-256 a
+// state is stored under, so a link token is never taken for a state, nor a
+// state for a link. Each link works once and until it expires (15 minutes
+// by default, at most 7 days).
+//
 // The package is an orchestrator: it takes the store, the sealer and the
 // keeper as interfaces and never imports a concrete adapter.
 package connect
@@ -88,6 +98,9 @@ type Config struct {
 	AllowedReturnURLs []string
 	// SessionTTL is how long a flow may take. Zero means [DefaultSessionTTL].
 	SessionTTL time.Duration
+	// LinkTTL is how long a connect link lives when LinkRequest.TTL is
+	// zero. Zero means [DefaultLinkTTL]; at most [MaxLinkTTL].
+	LinkTTL time.Duration
 	// HTTPClient sends the token and introspection requests. nil means
 	// http.DefaultClient. Its own timeout applies, and [ExchangeTimeout]
 	// bounds all of a callback's requests together.
@@ -118,6 +131,7 @@ type Flow struct {
 	keeper      Keeper
 	allowed     []allowedPrefix
 	ttl         time.Duration
+	linkTTL     time.Duration
 	client      *http.Client
 	now         func() time.Time
 	log         *slog.Logger
@@ -143,12 +157,16 @@ func New(cfg Config) (*Flow, error) {
 		keeper:      cfg.Keeper,
 		allowed:     allowed,
 		ttl:         cfg.SessionTTL,
+		linkTTL:     cfg.LinkTTL,
 		client:      cfg.HTTPClient,
 		now:         cfg.Now,
 		log:         cfg.Logger,
 	}
 	if f.ttl == 0 {
 		f.ttl = DefaultSessionTTL
+	}
+	if f.linkTTL == 0 {
+		f.linkTTL = DefaultLinkTTL
 	}
 	if f.client == nil {
 		f.client = http.DefaultClient

@@ -87,3 +87,40 @@ func FuzzFlow_Callback(f *testing.F) {
 		}
 	})
 }
+
+// FuzzFlow_OpenLink feeds OpenLink arbitrary tokens. Each run makes a
+// fresh link first; "LINK" in the input stands for its genuine token.
+// OpenLink must not panic, must succeed only for the genuine token, must
+// otherwise fail with ReasonLinkUnknown and name nothing, and must not
+// echo the token.
+func FuzzFlow_OpenLink(f *testing.F) {
+	for _, seed := range []string{"", "LINK", "LINK=", "xLINK", "LINK\x00", "%4C%49%4E%4B", strings.Repeat("A", 43)} {
+		f.Add(seed)
+	}
+	e := newEnv(f, autoApprove, func(e *env) { e.cfg.Logger = slog.New(slog.DiscardHandler) })
+	ctx := context.Background()
+	f.Fuzz(func(t *testing.T, raw string) {
+		l, err := e.flow.NewLink(ctx, connect.LinkRequest{ConnectionID: "fuzz", ReturnURL: "/back"})
+		if err != nil {
+			t.Fatalf("NewLink: %v", err)
+		}
+		token := strings.ReplaceAll(raw, "LINK", l.Token.Reveal())
+		authURL, err := e.flow.OpenLink(ctx, token, "")
+		if err == nil {
+			if token != l.Token.Reveal() || authURL == "" {
+				t.Fatalf("OpenLink(%q) succeeded", raw)
+			}
+			return
+		}
+		var fe *connect.FlowError
+		if !errors.As(err, &fe) {
+			t.Fatalf("OpenLink(%q) error %v (%T) is not a *connect.FlowError", raw, err, err)
+		}
+		if fe.Reason != connect.ReasonLinkUnknown || fe.ConnectionID != "" || fe.ReturnURL != "" || tokenkeeper.ErrorCode(err) != tokenkeeper.CodeNotFound {
+			t.Fatalf("OpenLink(%q) got %+v (%v)", raw, fe, err)
+		}
+		if strings.Contains(err.Error(), l.Token.Reveal()) {
+			t.Fatalf("OpenLink(%q) error echoes the token: %v", raw, err)
+		}
+	})
+}

@@ -64,13 +64,16 @@ func (k *Keeper) refreshLeased(ctx context.Context, e *entry, f *flight, lease t
 		sentAt := k.now()
 		start := time.Now()
 		last = k.exchange(ctx, refresh)
+		roundTrip := time.Since(start)
 		k.step("received", e.id)
 		if last.class == classOK {
 			// Nothing but sealing between the response and the commit.
 			c, err := k.commit(e, lh, rec, refresh, last.tok, sentAt)
+			k.metrics.attempt(last.class, roundTrip)
 			k.logAttempt(e.id, attempt, time.Since(start), lockWait, last)
 			return c, err
 		}
+		k.metrics.attempt(last.class, roundTrip)
 		k.logAttempt(e.id, attempt, time.Since(start), lockWait, last)
 		switch last.class {
 		case classDead:

@@ -17,6 +17,14 @@ type faultyStore struct {
 	tokenkeeper.Store
 	UpdateLeasedFunc func(ctx context.Context, rec *tokenkeeper.Record, expect int64, lease tokenkeeper.Lease) error
 	ListFunc         func(ctx context.Context, f tokenkeeper.ConnectionFilter) ([]*tokenkeeper.Record, error)
+	CountFunc        func(ctx context.Context) (map[tokenkeeper.State]int, error)
+}
+
+func (s *faultyStore) CountConnections(ctx context.Context) (map[tokenkeeper.State]int, error) {
+	if s.CountFunc != nil {
+		return s.CountFunc(ctx)
+	}
+	return s.Store.CountConnections(ctx)
 }
 
 func (s *faultyStore) UpdateLeased(ctx context.Context, rec *tokenkeeper.Record, expect int64, lease tokenkeeper.Lease) error {

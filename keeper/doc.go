@@ -32,4 +32,32 @@
 // forced by an operator or by a 401 proving the token dead
 // ([Keeper.Invalidate]). The promise is planned at about 80% of the token's
 // lifetime, stored with the token set, and so the same in every process.
+//
+// Beyond refreshing: [Keeper.Prune] (and Run, with Config.Retention)
+// deletes connections that have been disconnected or waiting for a
+// reconnect for longer than a retention, each with a compare-and-swap on
+// the generation it listed, so a connection reconnected meanwhile is kept;
+// [Keeper.Uninstall] revokes a grant at the provider before a Disconnect.
+//
+// # Metrics
+//
+// With Config.Registerer set, New registers (no global registry is used):
+//
+//   - tokenkeeper_refreshes_total{outcome}: token requests issued, by
+//     outcome: ok; transient (never sent for a network error, 429, or
+//     5xx: retried); invalid_grant (the grant is dead, or a lost race);
+//     client_rejected (the client credentials were refused); lost (sent,
+//     no usable answer: a timeout or reset after the request was written,
+//     a garbled 200; the outcome is unknown); rejected (another 4xx).
+//   - tokenkeeper_refresh_duration_seconds: each request's round trip to
+//     the token endpoint.
+//   - tokenkeeper_lease_wait_seconds: per Token or Invalidate call that
+//     waited for a refresh it did not run (another caller's flight in this
+//     process, or another owner's lease), the time it waited.
+//   - tokenkeeper_scheduler_lag_seconds: how late Run started a planned
+//     refresh of a hot connection after its NextRefreshAt (0 if not late).
+//   - tokenkeeper_connections{state}: connections in the store per state
+//     (every process's), counted on scrape at most every 5s, with a 2s
+//     limit; left out of a scrape when the store cannot count.
+//   - tokenkeeper_pruned_total: connections deleted by retention.
 package keeper

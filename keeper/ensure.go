@@ -125,7 +125,10 @@ func (k *Keeper) leaseAndRefresh(ctx, wait context.Context, e *entry, f *flight,
 	lease, fresh, err := k.cfg.Store.AcquireLease(ctx, e.id, k.cfg.Owner, k.cfg.LeaseTTL)
 	if tokenkeeper.ErrorCode(err) == tokenkeeper.CodeUnavailable && fresh != nil && fresh.Lease.Owner != k.cfg.Owner {
 		// Another process refreshes: wait for it to finish, then re-read.
-		if err := k.waitForHolder(wait, e.id, fresh); err != nil {
+		held := time.Now()
+		err := k.waitForHolder(wait, e.id, fresh)
+		f.heldWait += time.Since(held)
+		if err != nil {
 			return nil, false, err
 		}
 		return nil, true, nil

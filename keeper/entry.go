@@ -70,6 +70,9 @@ type flight struct {
 
 	c   *cached // the result, if err is nil
 	err error
+	// heldWait is how long the flight waited for another owner's lease.
+	// Written by the flight's goroutine only; read after done.
+	heldWait time.Duration
 }
 
 func newFlight() *flight {

@@ -23,3 +23,7 @@ func LoadToken(ctx context.Context, k *Keeper, id tokenkeeper.ConnectionID) (tok
 	}
 	return c.token, nil
 }
+
+// SetPrunePageSize sets how many connections each of Prune's listings
+// asks for (200 otherwise). Call it before any use.
+func SetPrunePageSize(k *Keeper, n int) { k.prunePage = n }

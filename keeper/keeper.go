@@ -2,8 +2,6 @@ package keeper
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"log/slog"
 	"net/http"
 	"sync"
@@ -15,82 +13,6 @@ import (
 
 	"github.com/tokenkeeper/tokenkeeper"
 )
-
-// Config configures a [Keeper]. Store, Sealer, Provider and ClientID are
-// required; every other zero value means the default named on the field.
-type Config struct {
-	Store    tokenkeeper.Store
-	Sealer   tokenkeeper.Sealer
-	Provider tokenkeeper.Provider
-	// ClientID and ClientSecret authenticate the integration at the token
-	// endpoint with client_secret_basic (RFC 6749 section 2.3.1).
-	ClientID     string
-	ClientSecret tokenkeeper.Secret
-
-	// Owner names this keeper in leases and markers, and must be unique
-	// among the keepers sharing a store: the store lets an owner re-take its
-	// own lease. "" means a random id ("keeper-<hex>"), new for each New, so
-	// a restarted process is a new owner.
-	Owner string
-	// Events receives connection events; nil drops them.
-	Events tokenkeeper.EventHandler
-	// Logger receives one record per refresh attempt and every failure; nil
-	// discards. Tokens are never logged.
-	Logger *slog.Logger
-	// HTTPClient sends token requests; nil means a client with
-	// http.DefaultTransport. Its Timeout is ignored: RefreshTimeout bounds
-	// each request.
-	HTTPClient *http.Client
-	// Now is the clock for token expiry and planning; nil means time.Now.
-	// Leases use the store's own clock.
-	Now func() time.Time
-
-	// RefreshTimeout bounds one token request, on a context detached from
-	// every caller; 0 means 30s.
-	RefreshTimeout time.Duration
-	// LeaseTTL is how long a lease lasts unless renewed; it is renewed every
-	// third of it while a refresh runs. 0 means 3 x RefreshTimeout. It must
-	// exceed RefreshTimeout.
-	LeaseTTL time.Duration
-	// DrainGrace is how long after a token's promised ExpiresAt the keeper
-	// waits before refreshing, for calls already on their way; 0 means 1s.
-	DrainGrace time.Duration
-	// DrainWait bounds how long a refresh waits, after the grace, for the
-	// keeper's own HTTP calls still in flight with the old token; 0 means 5s.
-	DrainWait time.Duration
-	// MaxAttempts bounds the token requests of one refresh; 0 means 4.
-	MaxAttempts int
-	// BackoffBase and BackoffMax shape the exponential backoff with full
-	// jitter between attempts; 0 means 250ms and 10s.
-	BackoffBase, BackoffMax time.Duration
-	// MaxRetryAfter is the longest Retry-After waited for within one
-	// refresh; a longer one ends the refresh and becomes its cooldown. 0
-	// means 10s.
-	MaxRetryAfter time.Duration
-	// FailureCooldown is how long a connection whose refresh failed
-	// transiently keeps its old token (and promise) before the next try; 0
-	// means 30s. It is capped by the token's expiry.
-	FailureCooldown time.Duration
-	// ClientRejectedCooldown is how long refreshing stops after the provider
-	// rejects the client credentials, before one probe; 0 means 1 minute.
-	ClientRejectedCooldown time.Duration
-	// RefreshRate and RefreshBurst limit token requests per second to the
-	// provider; 0 means 20 per second with a burst of 20.
-	RefreshRate  float64
-	RefreshBurst int
-	// MaxConcurrentRefreshes caps token requests in flight; 0 means 8.
-	MaxConcurrentRefreshes int
-	// KeepAlive refreshes any active connection whose refresh token is
-	// older than this, so refresh tokens never expire unnoticed (Pleo
-	// guarantees only 60 days); 0 means 7 days, negative disables.
-	KeepAlive time.Duration
-	// ScheduleInterval is how often [Keeper.Run] looks for due proactive
-	// refreshes; 0 means 1s. Keep-alive scans run every 60 intervals.
-	ScheduleInterval time.Duration
-	// DefaultLifetime is assumed when a token response has no expires_in;
-	// 0 means 5 minutes.
-	DefaultLifetime time.Duration
-}
 
 // Keeper is the refresh authority for the connections in one store. It is
 // safe for concurrent use. Call [Keeper.Run] to refresh ahead of expiry,
@@ -127,25 +49,32 @@ type Keeper struct {
 	// timed: Config.Now was nil, so the real clock drives the live flags.
 	timed bool
 
+	// metrics is nil without Config.Registerer.
+	metrics *metrics
+	// prunePage is the page size of Prune's listings.
+	prunePage int
+
 	// hook, when set by tests, is called at each step of a refresh.
 	hook func(step string, id tokenkeeper.ConnectionID)
 }
 
 // New returns a Keeper. It fails with [tokenkeeper.CodeInvalid], naming the
-// setting, if the configuration is incomplete or inconsistent.
+// setting, if the configuration is incomplete or inconsistent, or if
+// Config.Registerer refuses the metrics (it already holds them).
 func New(cfg Config) (*Keeper, error) {
 	timed := cfg.Now == nil
 	if err := cfg.resolve(); err != nil {
 		return nil, err
 	}
 	k := &Keeper{
-		cfg:     cfg,
-		timed:   timed,
-		log:     cfg.Logger,
-		now:     cfg.Now,
-		client:  cfg.HTTPClient,
-		limiter: rate.NewLimiter(rate.Limit(cfg.RefreshRate), cfg.RefreshBurst),
-		sem:     make(chan struct{}, cfg.MaxConcurrentRefreshes),
+		cfg:       cfg,
+		timed:     timed,
+		log:       cfg.Logger,
+		now:       cfg.Now,
+		client:    cfg.HTTPClient,
+		limiter:   rate.NewLimiter(rate.Limit(cfg.RefreshRate), cfg.RefreshBurst),
+		sem:       make(chan struct{}, cfg.MaxConcurrentRefreshes),
+		prunePage: 200,
 		oauth: oauth2.Config{
 			ClientID:     cfg.ClientID,
 			ClientSecret: cfg.ClientSecret.Reveal(),
@@ -156,74 +85,16 @@ func New(cfg Config) (*Keeper, error) {
 			},
 		},
 	}
+	if cfg.Registerer != nil {
+		m, err := newMetrics(cfg.Registerer, k)
+		if err != nil {
+			return nil, err
+		}
+		k.metrics = m
+	}
 	k.base, k.cancel = context.WithCancel(context.Background())
 	k.stopping, k.stop = context.WithCancel(context.Background())
 	return k, nil
-}
-
-func (c *Config) resolve() error {
-	switch {
-	case c.Store == nil:
-		return tokenkeeper.Errorf(tokenkeeper.CodeInvalid, "keeper: Store is required")
-	case c.Sealer == nil:
-		return tokenkeeper.Errorf(tokenkeeper.CodeInvalid, "keeper: Sealer is required: tokens are sealed at rest")
-	case c.ClientID == "":
-		return tokenkeeper.Errorf(tokenkeeper.CodeInvalid, "keeper: ClientID is required")
-	}
-	if err := c.Provider.Validate(); err != nil {
-		return err
-	}
-	if c.Owner == "" {
-		b := make([]byte, 8)
-		_, _ = rand.Read(b)
-		c.Owner = "keeper-" + hex.EncodeToString(b)
-	}
-	if c.Logger == nil {
-		c.Logger = slog.New(slog.DiscardHandler)
-	}
-	if c.HTTPClient == nil {
-		c.HTTPClient = &http.Client{Transport: http.DefaultTransport}
-	}
-	if c.Now == nil {
-		c.Now = time.Now
-	}
-	def := func(d *time.Duration, v time.Duration) {
-		if *d == 0 {
-			*d = v
-		}
-	}
-	def(&c.RefreshTimeout, 30*time.Second)
-	def(&c.LeaseTTL, 3*c.RefreshTimeout)
-	def(&c.DrainGrace, time.Second)
-	def(&c.DrainWait, 5*time.Second)
-	def(&c.BackoffBase, 250*time.Millisecond)
-	def(&c.BackoffMax, 10*time.Second)
-	def(&c.MaxRetryAfter, 10*time.Second)
-	def(&c.FailureCooldown, 30*time.Second)
-	def(&c.ClientRejectedCooldown, time.Minute)
-	def(&c.KeepAlive, 7*24*time.Hour)
-	def(&c.ScheduleInterval, time.Second)
-	def(&c.DefaultLifetime, 5*time.Minute)
-	if c.LeaseTTL <= c.RefreshTimeout {
-		return tokenkeeper.Errorf(tokenkeeper.CodeInvalid,
-			"keeper: LeaseTTL (%s) must exceed RefreshTimeout (%s), or a slow refresh outlives its lease", c.LeaseTTL, c.RefreshTimeout)
-	}
-	if c.MaxAttempts == 0 {
-		c.MaxAttempts = 4
-	}
-	if c.RefreshRate == 0 {
-		c.RefreshRate = 20
-	}
-	if c.RefreshBurst == 0 {
-		c.RefreshBurst = 20
-	}
-	if c.MaxConcurrentRefreshes == 0 {
-		c.MaxConcurrentRefreshes = 8
-	}
-	if c.MaxAttempts < 1 || c.RefreshRate < 0 || c.RefreshBurst < 1 || c.MaxConcurrentRefreshes < 1 {
-		return tokenkeeper.Errorf(tokenkeeper.CodeInvalid, "keeper: MaxAttempts, RefreshRate, RefreshBurst and MaxConcurrentRefreshes must be positive")
-	}
-	return nil
 }
 
 // Owner returns the name this keeper uses in leases and markers.

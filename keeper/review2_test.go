@@ -38,7 +38,7 @@ func TestReview2_CommitStopsWhenTheConnectionIsDeleted(t *testing.T) {
 		// a token: the operator deletes the connection just before it.
 		if !deleted && rec.ID == "acme" && rec.Pending.IsZero() && !rec.Tokens.AccessToken.IsZero() {
 			deleted = true
-			if err := e.store.DeleteConnection(ctx, "acme"); err != nil {
+			if err := e.store.DeleteConnection(ctx, "acme", 0); err != nil {
 				t.Error(err)
 			}
 		}
@@ -95,7 +95,7 @@ func TestReview2_RecreatedConnectionIsServedItsOwnToken(t *testing.T) {
 	old := e.mustToken("acme")
 	floor := e.record("acme").Generation
 
-	if err := e.store.DeleteConnection(ctx, "acme"); err != nil {
+	if err := e.store.DeleteConnection(ctx, "acme", 0); err != nil {
 		t.Fatal(err)
 	}
 	g := e.grant("acme", "")

@@ -2,6 +2,7 @@ package keeper
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"github.com/tokenkeeper/tokenkeeper"
@@ -16,12 +17,23 @@ import (
 //   - Cold connections are refreshed on demand, by [Keeper.Token].
 //   - A keep-alive refreshes every active connection whose refresh token is
 //     older than KeepAlive, so that refresh tokens never expire unnoticed.
+//   - With Config.Retention set, [Keeper.Prune] runs every PruneInterval
+//     (the first time shortly after Run starts), in its own goroutine so
+//     that a long prune never delays a refresh. Run waits for it to stop.
 //
 // Every refresh goes through the same rate limit, concurrency cap, lease
 // and promise as on-demand ones. Run may be called in several processes on
-// one store: the lease makes each refresh happen once. Call Run once per
-// Keeper.
+// one store: the lease makes each refresh happen once, and a prune deletes
+// a connection only if nobody wrote it since it was listed. Call Run once
+// per Keeper.
 func (k *Keeper) Run(ctx context.Context) error {
+	if k.cfg.Retention > 0 {
+		ctx, cancel := context.WithCancel(ctx)
+		var wg sync.WaitGroup
+		wg.Go(func() { k.pruneLoop(ctx) })
+		defer wg.Wait()
+		defer cancel()
+	}
 	t := time.NewTicker(k.cfg.ScheduleInterval)
 	defer t.Stop()
 	for tick := 0; ; tick++ {
@@ -59,7 +71,11 @@ func (k *Keeper) refreshHot() {
 		if now.UnixNano()-e.lastUsed.Load() > int64(c.lifetime) {
 			return true // cold: refreshed on demand
 		}
-		k.startFlight(e)
+		if k.startFlight(e) {
+			// The plan is the record's NextRefreshAt: the promise plus the
+			// grace (the flight waits out the grace itself).
+			k.metrics.late(now.Sub(c.token.ExpiresAt.Add(k.grace(c.lifetime))))
+		}
 		return true
 	})
 }
@@ -88,11 +104,11 @@ func (k *Keeper) keepAlive(ctx context.Context) {
 	}
 }
 
-// startFlight starts e's flight if none runs, without waiting for it.
-func (k *Keeper) startFlight(e *entry) {
-	if _, err := k.join(e, nil, false); err != nil {
-		return
-	}
+// startFlight starts e's flight if none runs, without waiting for it, and
+// reports whether it did.
+func (k *Keeper) startFlight(e *entry) bool {
+	_, started, err := k.join(e, nil, false)
+	return err == nil && started
 }
 
 // startKeepAlive forces a refresh of e that still honours the promise of

@@ -99,19 +99,40 @@ func (k *Keeper) Refresh(ctx context.Context, id tokenkeeper.ConnectionID) (toke
 // await joins or starts the connection's flight and waits for its result.
 // stale, if set, is a token proven dead; force asks for a refresh whatever
 // the current token.
+//
+// A Token or Invalidate caller that waited for a refresh it did not run
+// (another caller's flight, or another owner's lease) adds one observation
+// to tokenkeeper_lease_wait_seconds: the sum of those waits.
 func (k *Keeper) await(ctx context.Context, e *entry, stale *tokenkeeper.Secret, force bool) (*cached, error) {
+	var waited time.Duration
+	others := false
+	defer func() {
+		if others && !force {
+			k.metrics.waited(waited)
+		}
+	}()
 	for round := 0; ; round++ {
 		if round == 4 {
 			return nil, tokenkeeper.Errorf(tokenkeeper.CodeUnavailable, "connection %s: no fresh token after %d refreshes", e.id, round)
 		}
-		f, err := k.join(e, stale, force)
+		f, started, err := k.join(e, stale, force)
 		if err != nil {
 			return nil, err
 		}
+		joined := time.Now()
 		select {
 		case <-f.done:
 		case <-ctx.Done():
+			if !started {
+				waited, others = waited+time.Since(joined), true
+			}
 			return nil, ctx.Err()
+		}
+		switch {
+		case !started:
+			waited, others = waited+time.Since(joined), true
+		case f.heldWait > 0: // our flight waited on another owner's lease
+			waited, others = waited+f.heldWait, true
 		}
 		if f.err != nil {
 			return nil, f.err
@@ -133,17 +154,19 @@ func (k *Keeper) await(ctx context.Context, e *entry, stale *tokenkeeper.Secret,
 	}
 }
 
-// join returns the connection's flight, starting one if none runs.
-func (k *Keeper) join(e *entry, stale *tokenkeeper.Secret, force bool) (*flight, error) {
+// join returns the connection's flight, starting one if none runs
+// (started).
+func (k *Keeper) join(e *entry, stale *tokenkeeper.Secret, force bool) (f *flight, started bool, err error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	f := e.flight
+	f = e.flight
 	if f == nil {
 		f = newFlight()
 		f.force = force
 		if !k.launch(e, f) {
-			return nil, errClosed()
+			return nil, false, errClosed()
 		}
+		started = true
 	}
 	if stale != nil {
 		f.markStale(*stale)
@@ -151,12 +174,12 @@ func (k *Keeper) join(e *entry, stale *tokenkeeper.Secret, force bool) (*flight,
 	if force && !f.force {
 		// An operator's refresh does not ride on a flight that may decide
 		// not to refresh; it waits for that one to end and starts its own.
-		return f, nil
+		return f, started, nil
 	}
 	if force {
 		f.urgentOnce.Do(func() { close(f.urgent) })
 	}
-	return f, nil
+	return f, started, nil
 }
 
 // fly runs a flight to its end and publishes the result.
