@@ -2,7 +2,9 @@ package keeper
 
 import (
 	"context"
+	"io"
 	"net/http"
+	"strings"
 	"time"
 
 	"golang.org/x/oauth2"
@@ -48,10 +50,15 @@ func (k *Keeper) Client(id tokenkeeper.ConnectionID, base http.RoundTripper) *ht
 }
 
 // Transport returns an [http.RoundTripper] that sets "Authorization: Bearer
-// <token>" on each request for the connection id (replacing any), and, on a
-// 401 for a request it can replay (no body, or GetBody set), reports the
-// token dead with [Keeper.Invalidate] and retries once with the new token.
-// It tells the keeper which calls are in flight with a token, so a
+// <token>" on each request for the connection id (replacing any). On a 401
+// that refuses the token (RFC 6750 error="invalid_token", or no error code;
+// not insufficient_scope or invalid_request) it reports the token dead with
+// [Keeper.Invalidate], which refreshes only if that token is still current,
+// and retries once with the new token if the request can be replayed (no
+// body, or GetBody set); otherwise the 401 is returned and the next request
+// gets the new token. If the refresh finds the grant dead, the request
+// fails with a [tokenkeeper.CodeReconnectRequired] error instead of the
+// 401. It tells the keeper which calls are in flight with a token, so a
 // refresh waits for them (up to DrainWait) before it kills that token. It
 // is safe for concurrent use. Token errors are returned as the request's
 // error; they carry their [tokenkeeper.Code].
@@ -71,13 +78,24 @@ type transport struct {
 func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	ctx := req.Context()
 	resp, used, err := t.send(ctx, req, nil)
-	if err != nil || resp.StatusCode != http.StatusUnauthorized || !replayable(req) {
+	if err != nil || resp.StatusCode != http.StatusUnauthorized || !tokenRefused(resp.Header) {
 		return resp, err
 	}
-	// One guarded refresh: only if the refused token is still current.
+	// The provider refused the token: one guarded refresh, only if the
+	// refused token is still current (otherwise the newer one is returned).
 	fresh, ierr := t.k.Invalidate(ctx, t.id, used)
-	if ierr != nil {
-		return resp, nil // the caller sees the 401; the error is logged by the keeper
+	switch tokenkeeper.ErrorCode(ierr) {
+	case "":
+	case tokenkeeper.CodeReconnectRequired, tokenkeeper.CodeNotFound:
+		// The grant is dead or gone: say so, rather than hand back a 401
+		// that only the next call would explain.
+		drain(resp)
+		return nil, ierr
+	default:
+		return resp, nil // transient: the caller sees the 401; the keeper logged why
+	}
+	if !replayable(req) {
+		return resp, nil // the next call gets the fresh token; this body cannot be resent
 	}
 	retry := req.Clone(ctx)
 	if req.Body != nil && req.Body != http.NoBody {
@@ -90,6 +108,53 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	drain(resp)
 	resp, _, err = t.send(ctx, retry, &fresh)
 	return resp, err
+}
+
+// tokenRefused reports whether a 401's challenges say the access token was
+// refused (RFC 6750 section 3.1): a Bearer challenge with
+// error="invalid_token", or no error code at all (a bare 401). A 401 whose
+// challenge names another error (invalid_request, insufficient_scope) is
+// not about the token's life, so it must not cost a refresh: through the
+// proxy, any caller could otherwise make the provider's 401s kill the
+// current token over and over.
+func tokenRefused(h http.Header) bool {
+	for _, c := range h.Values("WWW-Authenticate") {
+		code, ok := challengeError(c)
+		if !ok {
+			continue
+		}
+		return strings.EqualFold(code, "invalid_token")
+	}
+	return true
+}
+
+// challengeError returns the error parameter of a challenge, if it has one.
+func challengeError(c string) (string, bool) {
+	lower := strings.ToLower(c)
+	for i := 0; ; {
+		j := strings.Index(lower[i:], "error=")
+		if j < 0 {
+			return "", false
+		}
+		at := i + j
+		i = at + len("error=")
+		// Only a parameter named exactly "error" (not error_description).
+		if at > 0 && !strings.ContainsRune(" ,\t", rune(lower[at-1])) {
+			continue
+		}
+		v := c[i:]
+		if strings.HasPrefix(v, `"`) {
+			v = v[1:]
+			if end := strings.IndexByte(v, '"'); end >= 0 {
+				return v[:end], true
+			}
+			return v, true
+		}
+		if end := strings.IndexAny(v, ", "); end >= 0 {
+			v = v[:end]
+		}
+		return v, true
+	}
 }
 
 // send sends req with the current token (or tok), registered as a use of
@@ -127,8 +192,11 @@ func replayable(req *http.Request) bool {
 	return req.Body == nil || req.Body == http.NoBody || req.GetBody != nil
 }
 
+// drain reads a little of a response we discard, so that its connection
+// can be reused, and closes it.
 func drain(resp *http.Response) {
 	if resp != nil && resp.Body != nil {
+		_, _ = io.CopyN(io.Discard, resp.Body, 4<<10)
 		_ = resp.Body.Close()
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -207,8 +208,8 @@ func TestKeeper_Transport(t *testing.T) {
 		if n := len(rec.headers()); n != 1 {
 			t.Fatalf("%d requests sent, want 1 (no retry)", n)
 		}
-		if got := e.mustToken("acme"); !got.Value.Equal(old.Value) {
-			t.Fatal("a 401 for a request without GetBody invalidated the token")
+		if got := e.mustToken("acme"); got.Value.Equal(old.Value) {
+			t.Fatal("after a 401 without a retry, the keeper still serves the refused token")
 		}
 		if n := e.refreshes("ok"); n != 1 {
 			t.Fatalf("%d refreshes, want 1 (the second keeper's)", n)
@@ -271,6 +272,49 @@ func TestKeeper_Transport(t *testing.T) {
 		}
 		if tok, err := e.token(k, "acme"); err != nil || tok.Value.Equal(old.Value) {
 			t.Fatalf("after the storm: %v, or still the old token", err)
+		}
+	})
+
+	t.Run("OtherChallengeNoRefresh", func(t *testing.T) {
+		e := newEnv(t)
+		e.connect("acme")
+		old := e.mustToken("acme")
+		// An upstream that refuses for another reason than the token's life:
+		// insufficient_scope, invalid_request. Neither may cost a refresh.
+		for _, challenge := range []string{
+			`Bearer realm="x", error="insufficient_scope", scope="export-jobs:write"`,
+			`Bearer error=invalid_request, error_description="bad header"`,
+		} {
+			up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("WWW-Authenticate", challenge)
+				w.WriteHeader(http.StatusUnauthorized)
+			}))
+			resp, err := e.k.Client("acme", nil).Get(up.URL)
+			up.Close()
+			if err != nil || resp.StatusCode != http.StatusUnauthorized {
+				t.Fatalf("%s: %v %v; want the 401 handed back", challenge, resp, err)
+			}
+			resp.Body.Close()
+		}
+		if n := e.refreshes("ok"); n != 0 {
+			t.Fatalf("%d refreshes after 401s that were not about the token", n)
+		}
+		if got := e.mustToken("acme"); !got.Value.Equal(old.Value) {
+			t.Fatal("the token changed")
+		}
+	})
+
+	t.Run("ErrReconnectRequiredAfter401", func(t *testing.T) {
+		e := newEnv(t)
+		e.connect("acme")
+		e.mustToken("acme")
+		auths := e.srv.Report().Authorisations
+		if err := e.srv.Revoke(auths[len(auths)-1].ID); err != nil {
+			t.Fatal(err)
+		}
+		_, err := e.k.Client("acme", nil).Get(e.srv.APIURL + "/v1/introspect")
+		if code := tokenkeeper.ErrorCode(err); code != tokenkeeper.CodeReconnectRequired {
+			t.Fatalf("code %q (%v); want reconnect_required on the first call after the revocation", code, err)
 		}
 	})
 

@@ -121,12 +121,11 @@ func TestProxy_Forward(t *testing.T) {
 		}
 		url := front.URL + "/connections/acme/proxy/v2/employees"
 		first, body := do(t, newRequest(t, http.MethodGet, url, nil))
-		// keeper.Transport hands back the API's 401 when Invalidate fails,
-		// so the first caller sees the provider's 401, not our 409.
-		if first.StatusCode != http.StatusUnauthorized && first.StatusCode != http.StatusConflict {
-			t.Fatalf("first call: status %d, body %s; want the API's 401 or 409", first.StatusCode, body)
+		// The transport learns invalid_grant from the refresh the 401
+		// started, and says so at once: the first caller sees 409.
+		if first.StatusCode != http.StatusConflict || errorCode(body) != "reconnect_required" {
+			t.Fatalf("first call: status %d, body %s; want 409 reconnect_required", first.StatusCode, body)
 		}
-		t.Logf("first call after the revocation: %d %s", first.StatusCode, body)
 		resp, body := do(t, newRequest(t, http.MethodGet, url, nil))
 		if resp.StatusCode != http.StatusConflict || errorCode(body) != "reconnect_required" {
 			t.Fatalf("second call: status %d, body %s; want 409 reconnect_required", resp.StatusCode, body)
