@@ -16,10 +16,13 @@ const MaxConnectionIDLength = 128
 
 // Validate reports whether id is usable: 1 to [MaxConnectionIDLength] bytes
 // of ASCII letters, digits and ._:@- (safe in a URL path, a log line and a
-// file name without escaping). It returns a [CodeInvalid] error otherwise.
+// file name without escaping), and not "." or "..". It returns a [CodeInvalid] error otherwise.
 func (id ConnectionID) Validate() error {
 	if id == "" {
 		return Errorf(CodeInvalid, "connection id is empty")
+	}
+	if id == "." || id == ".." {
+		return Errorf(CodeInvalid, "connection id %q is a dot-segment, which URL paths remove", string(id))
 	}
 	if len(id) > MaxConnectionIDLength {
 		return Errorf(CodeInvalid, "connection id is %d bytes; the limit is %d", len(id), MaxConnectionIDLength)
