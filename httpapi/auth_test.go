@@ -1,0 +1,136 @@
+package httpapi_test
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/tokenkeeper/tokenkeeper"
+	"github.com/tokenkeeper/tokenkeeper/httpapi"
+)
+
+// routes are the authenticated routes with the scope each needs.
+var routes = []struct {
+	method, path string
+	scope        tokenkeeper.Scope
+}{
+	{"POST", "/v1/connect-sessions", tokenkeeper.ScopeAdmin},
+	{"GET", "/v1/connections", tokenkeeper.ScopeTokens},
+	{"POST", "/v1/connections/prune", tokenkeeper.ScopeAdmin},
+	{"GET", "/v1/connections/x", tokenkeeper.ScopeTokens},
+	{"DELETE", "/v1/connections/x", tokenkeeper.ScopeAdmin},
+	{"POST", "/v1/connections/x/token", tokenkeeper.ScopeTokens},
+	{"POST", "/v1/connections/x/refresh", tokenkeeper.ScopeAdmin},
+	{"GET", "/v1/connections/x/proxy/v1/introspect", tokenkeeper.ScopeProxy},
+	{"POST", "/v1/connections/x/proxy/v1/export-jobs", tokenkeeper.ScopeProxy},
+	{"GET", "/v1/api-keys", tokenkeeper.ScopeAdmin},
+	{"POST", "/v1/api-keys", tokenkeeper.ScopeAdmin},
+	{"DELETE", "/v1/api-keys/ak" + strings.Repeat("a", 32), tokenkeeper.ScopeAdmin},
+	{"GET", "/v1/audit", tokenkeeper.ScopeAdmin},
+}
+
+func TestServer_Auth(t *testing.T) {
+	e := newEnv(t)
+	revoked := e.newKey(t, "revoked", tokenkeeper.ScopeAdmin)
+	id, err := tokenkeeper.ParseAPIKey(revoked)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want(t, e.do(t, req{method: "DELETE", path: "/v1/api-keys/" + string(id), key: e.admin}), http.StatusOK, "")
+	unknown, _, _ := tokenkeeper.NewAPIKey("never stored", []tokenkeeper.Scope{tokenkeeper.ScopeAdmin}, e.srv.Now())
+	admin := e.admin.Reveal()
+	last := admin[len(admin)-1]
+	swap := byte('a')
+	if last == 'a' {
+		swap = 'b'
+	}
+	wrong := admin[:len(admin)-1] + string(swap)
+
+	refused := map[string]map[string]string{
+		"NoKey":      nil,
+		"NotBearer":  {"Authorization": "Basic " + admin},
+		"NoSpace":    {"Authorization": "Bearer"},
+		"Malformed":  {"Authorization": "Bearer tk_short"},
+		"Unknown":    {"Authorization": "Bearer " + unknown.Reveal()},
+		"WrongKey":   {"Authorization": "Bearer " + wrong},
+		"Revoked":    {"Authorization": "Bearer " + revoked.Reveal()},
+		"LowerCaseB": {"Authorization": "bearer " + revoked.Reveal()},
+	}
+	for _, rt := range routes {
+		for name, h := range refused {
+			t.Run(name+rt.method+rt.path, func(t *testing.T) {
+				r := e.do(t, req{method: rt.method, path: rt.path, header: h})
+				want(t, r, http.StatusUnauthorized, tokenkeeper.CodeUnauthorized)
+				if ch := r.header.Get("WWW-Authenticate"); !strings.HasPrefix(ch, `Bearer realm="tokenkeeper"`) {
+					t.Errorf("WWW-Authenticate %q", ch)
+				}
+				if name != "NoKey" && !strings.Contains(r.header.Get("WWW-Authenticate"), `error="invalid_token"`) {
+					t.Errorf("WWW-Authenticate %q lacks invalid_token", r.header.Get("WWW-Authenticate"))
+				}
+			})
+		}
+		keys := map[tokenkeeper.Scope]tokenkeeper.Secret{
+			tokenkeeper.ScopeAdmin: e.admin, tokenkeeper.ScopeTokens: e.tokens, tokenkeeper.ScopeProxy: e.proxyKey,
+		}
+		for scope, key := range keys {
+			allowed := scope == rt.scope || scope == tokenkeeper.ScopeAdmin
+			t.Run(string(scope)+rt.method+rt.path, func(t *testing.T) {
+				r := e.do(t, req{method: rt.method, path: rt.path, key: key})
+				switch {
+				case allowed && (r.status == 401 || r.status == 403):
+					t.Errorf("a %s key gets %d: %s", scope, r.status, r.body)
+				case !allowed:
+					want(t, r, http.StatusForbidden, tokenkeeper.CodeForbidden)
+					if ch := r.header.Get("WWW-Authenticate"); !strings.Contains(ch, `error="insufficient_scope"`) ||
+						!strings.Contains(ch, `scope="`+string(rt.scope)+`"`) {
+						t.Errorf("WWW-Authenticate %q", ch)
+					}
+				}
+			})
+		}
+	}
+	t.Run("RevocationIsImmediate", func(t *testing.T) {
+		key := e.newKey(t, "short-lived", tokenkeeper.ScopeTokens)
+		want(t, e.do(t, req{method: "GET", path: "/v1/connections", key: key}), http.StatusOK, "")
+		kid, _ := tokenkeeper.ParseAPIKey(key)
+		want(t, e.do(t, req{method: "DELETE", path: "/v1/api-keys/" + string(kid), key: e.admin}), http.StatusOK, "")
+		want(t, e.do(t, req{method: "GET", path: "/v1/connections", key: key}), http.StatusUnauthorized, tokenkeeper.CodeUnauthorized)
+	})
+	t.Run("KeyStoreDown", func(t *testing.T) {
+		restore := e.faults.inject("GetAPIKey", errUnavailable)
+		defer restore()
+		want(t, e.do(t, req{method: "GET", path: "/v1/connections", key: e.tokens}), http.StatusServiceUnavailable, tokenkeeper.CodeUnavailable)
+	})
+}
+
+// TestServer_Faults: every authenticated operation answers 503 with
+// Retry-After when the store is unavailable, and 500 "internal error" when
+// it fails unexpectedly, the cause logged once and never shown.
+func TestServer_Faults(t *testing.T) {
+	e := newEnv(t)
+	for _, rt := range routes {
+		t.Run(rt.method+rt.path, func(t *testing.T) {
+			restore := e.faults.inject("GetAPIKey", errUnavailable)
+			r := e.do(t, req{method: rt.method, path: rt.path, key: e.admin})
+			restore()
+			want(t, r, http.StatusServiceUnavailable, tokenkeeper.CodeUnavailable)
+			if r.header.Get("Retry-After") == "" {
+				t.Error("a 503 without Retry-After")
+			}
+			before := len(e.logLines(t, "http: internal error"))
+			restore = e.faults.inject("GetAPIKey", errInternal)
+			r = e.do(t, req{method: rt.method, path: rt.path, key: e.admin})
+			restore()
+			want(t, r, http.StatusInternalServerError, tokenkeeper.CodeInternal)
+			var b httpapi.ErrorBody
+			r.decode(t, &b)
+			if b.Error.Message != "internal error" {
+				t.Errorf("message %q", b.Error.Message)
+			}
+			lines := e.logLines(t, "http: internal error")
+			if len(lines)-before != 1 || !strings.Contains(lines[len(lines)-1]["error"].(string), "sector 7") {
+				t.Errorf("%d new log lines for the cause, want 1 with it", len(lines)-before)
+			}
+		})
+	}
+}
