@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sort"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -34,6 +35,8 @@ type flagSet struct {
 	order []string
 	// fromEnv records the flags that parse set from the environment.
 	fromEnv map[string]bool
+	// fromFile records the flags that applyFile set, with the file's path.
+	fromFile map[string]string
 }
 
 // newFlagSet returns an empty flagSet for the command name (used in messages) whose
@@ -189,6 +192,47 @@ func (f *flagSet) envName(name string) string {
 // variable. It returns flag.ErrHelp for -h or --help, and a *usageError for anything
 // wrong with args or the environment, including a stray positional argument.
 func (f *flagSet) parse(args []string) error {
+	if err := f.parseFlags(args); err != nil {
+		return err
+	}
+	if f.fs.NArg() > 0 {
+		return &usageError{cmd: f.fs.Name(), err: fmt.Errorf("unexpected argument %q", f.fs.Arg(0))}
+	}
+	return f.parseEnv()
+}
+
+// parseArgs is parse for a command that takes positional arguments, which may come before,
+// between or after the flags ("show ID --json"). It wants exactly len(names) of them, and
+// names them in the message when some are missing.
+func (f *flagSet) parseArgs(args []string, names ...string) ([]string, error) {
+	var pos []string
+	rest := args
+	for {
+		if err := f.parseFlags(rest); err != nil {
+			return nil, err
+		}
+		if f.fs.NArg() == 0 {
+			break
+		}
+		rest = f.fs.Args()
+		if rest[0] == "--" {
+			pos = append(pos, rest[1:]...)
+			break
+		}
+		pos = append(pos, rest[0])
+		rest = rest[1:]
+	}
+	switch {
+	case len(pos) < len(names):
+		return nil, &usageError{cmd: f.fs.Name(), err: fmt.Errorf("missing %s", strings.Join(names[len(pos):], " "))}
+	case len(pos) > len(names):
+		return nil, &usageError{cmd: f.fs.Name(), err: fmt.Errorf("unexpected argument %q", pos[len(names)])}
+	}
+	return pos, f.parseEnv()
+}
+
+// parseFlags parses one run of flags, wording package flag's errors our way.
+func (f *flagSet) parseFlags(args []string) error {
 	if err := f.fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
@@ -205,9 +249,12 @@ func (f *flagSet) parse(args []string) error {
 		}
 		return &usageError{cmd: f.fs.Name(), err: errors.New(msg)}
 	}
-	if f.fs.NArg() > 0 {
-		return &usageError{cmd: f.fs.Name(), err: fmt.Errorf("unexpected argument %q", f.fs.Arg(0))}
-	}
+	return nil
+}
+
+// parseEnv sets every flag that the command line did not give from its environment
+// variable.
+func (f *flagSet) parseEnv() error {
 	given := map[string]bool{}
 	f.fs.Visit(func(fl *flag.Flag) { given[fl.Name] = true })
 	lookup := f.lookupEnv
@@ -243,12 +290,61 @@ func (f *flagSet) parse(args []string) error {
 	return err
 }
 
+// given reports whether the flag name was set on the command line or by its variable.
+func (f *flagSet) given(name string) bool {
+	set := false
+	f.fs.Visit(func(fl *flag.Flag) { set = set || fl.Name == name })
+	return set || f.fromEnv[name]
+}
+
+// applyFile sets, from a config file's values (keyed by flag name), every flag that the
+// command line and the environment left unset. path names the file in messages. Keys that
+// are not flags of this command fail unless ignore lists them (settings that other
+// commands read from the same file).
+func (f *flagSet) applyFile(path string, values map[string][]string, ignore func(string) bool) error {
+	names := make([]string, 0, len(values))
+	for n := range values {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		fl := f.fs.Lookup(name)
+		if fl == nil {
+			if ignore != nil && ignore(name) {
+				continue
+			}
+			return &usageError{cmd: f.fs.Name(), err: fmt.Errorf("config file %s: unknown setting %q", path, name)}
+		}
+		if f.given(name) {
+			continue
+		}
+		v := fl.Value.(*value)
+		items := values[name]
+		if len(items) > 1 && !v.isList {
+			return &usageError{cmd: f.fs.Name(), err: fmt.Errorf("config file %s: %s takes one value, not a list", path, name)}
+		}
+		for _, item := range items {
+			if err := v.set(item); err != nil {
+				return &usageError{cmd: f.fs.Name(), err: f.valueError(v, item, name+" in config file "+path, err)}
+			}
+		}
+		if f.fromFile == nil {
+			f.fromFile = map[string]string{}
+		}
+		f.fromFile[name] = path
+	}
+	return nil
+}
+
 // source names where the flag name got its value, for a message about a value that
 // parsed but is still wrong: "--name", or "ENV_VAR (--name)" when parse read it from the
 // environment.
 func (f *flagSet) source(name string) string {
 	if f.fromEnv[name] {
 		return f.envName(name) + " (--" + name + ")"
+	}
+	if path, ok := f.fromFile[name]; ok {
+		return name + " in config file " + path + " (--" + name + ")"
 	}
 	return "--" + name
 }

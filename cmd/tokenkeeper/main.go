@@ -32,6 +32,17 @@ Usage:
   tokenkeeper <command> [flags]
 
 Commands:
+  dev               run everything on this machine: the emulator, the service on SQLite in
+                    ./.tokenkeeper-dev, a dev key and a demo client; prints what to open
+  serve             run the token service: the HTTP API, the proxy, the connect flow, the
+                    refresh scheduler, retention and metrics
+  connections       list, show, delete (disconnect), refresh and prune connections
+  connect-url       print a single-use link that connects (or reconnects) a connection
+  apikeys           create, list and revoke API keys for the HTTP API
+  audit list        print the audit trail of administrative actions
+  keys              generate a keyset; rotate the key that seals tokens, re-sealing them
+  migrate           migrate the store to this build's schema
+  config check      check serve's settings and print them with where each came from
   emulator          run the Pleo emulator: a local Pleo authorisation server, API and
                     control plane, for development and CI
   emulator report   print the ledger of a running emulator: what happened, and which
@@ -41,12 +52,16 @@ Commands:
                     "tokenkeeper <command> -h" for a command's flags
 
 Every flag can also be set by an environment variable; "-h" on a command lists them.
+The admin commands (connections, connect-url, apikeys, audit) work on the store (--store)
+directly, or with --server URL through a running service's HTTP API, with the API key
+from $TOKENKEEPER_API_KEY or --api-key-file.
 
 Exit codes:
   0  success
   1  runtime error
   2  usage error: a bad command, flag or environment variable
   3  emulator report: the client broke rules (those after a lost response excepted)
+  4  connections show, delete, refresh; apikeys revoke: no such connection or key
 `
 
 func main() {
@@ -66,6 +81,24 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	var err error
 	switch args[0] {
+	case "serve":
+		err = runServe(ctx, args[1:], stdout, stderr)
+	case "dev":
+		err = runDev(ctx, args[1:], stdout, stderr)
+	case "connections":
+		return adminExit(runConnections(ctx, args[1:], stdout, stderr), stderr)
+	case "connect-url":
+		return adminExit(runConnectURL(ctx, args[1:], stdout, stderr), stderr)
+	case "apikeys":
+		return adminExit(runAPIKeys(ctx, args[1:], stdout, stderr), stderr)
+	case "audit":
+		err = runAudit(ctx, args[1:], stdout, stderr)
+	case "keys":
+		err = runKeys(ctx, args[1:], stdout, stderr)
+	case "migrate":
+		err = runMigrate(ctx, args[1:], stdout, stderr)
+	case "config":
+		err = runConfig(ctx, args[1:], stdout, stderr)
 	case "emulator":
 		err = runEmulator(ctx, args[1:], stdout, stderr)
 	case "version":
@@ -79,13 +112,17 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return exitCode(err, stderr)
 }
 
+// helpCommands are the commands "tokenkeeper help <command>" knows.
+var helpCommands = []string{"serve", "dev", "connections", "connect-url", "apikeys", "audit", "keys", "migrate",
+	"config", "emulator", "version"}
+
 // runHelp prints the usage, or a command's usage.
 func runHelp(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	switch {
 	case len(args) == 0:
 		fmt.Fprint(stdout, usage)
 		return exitOK
-	case args[0] == "emulator" || args[0] == "version":
+	case slices.Contains(helpCommands, args[0]):
 		return Main(ctx, slices.Concat(args, []string{"-h"}), stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "tokenkeeper: unknown command %q\n\n%s", args[0], usage)

@@ -1,0 +1,334 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/tokenkeeper/tokenkeeper"
+	"github.com/tokenkeeper/tokenkeeper/connect"
+	"github.com/tokenkeeper/tokenkeeper/httpapi"
+	"github.com/tokenkeeper/tokenkeeper/keeper"
+	"github.com/tokenkeeper/tokenkeeper/proxy"
+	"github.com/tokenkeeper/tokenkeeper/seal"
+)
+
+const serveUsage = `Usage: tokenkeeper serve [flags]
+
+Runs the token service: the HTTP API under /v1 (tokens, connections, connect sessions,
+the proxy to the provider's API, API keys, the audit trail), the OAuth redirect URI
+/oauth/callback, /healthz, /readyz and /metrics, the refresh scheduler and retention.
+It prints one line on stdout with the URL it listens on, logs on stderr, and on SIGINT
+or SIGTERM stops accepting, lets requests and refreshes in flight finish and persist,
+then exits.
+
+The OAuth client credentials come from $TOKENKEEPER_CLIENT_ID and
+$TOKENKEEPER_CLIENT_SECRET, or from the files --client-id-file and --client-secret-file
+name: never from a flag, so that they stay out of ps.
+
+Settings come from flags, then TOKENKEEPER_* variables, then the --config file (YAML
+whose keys are the flag names), in that order of precedence. Invalid settings stop the
+service at start with a message naming the setting; "tokenkeeper config check" checks
+them without starting.
+
+Flags, each with the environment variable that sets it when the flag is absent:
+`
+
+// runServe runs `tokenkeeper serve` until ctx is cancelled.
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	s := newSettings("tokenkeeper serve", groupStore|groupKeys|groupProvider|groupServe)
+	if _, err := s.parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(stdout, serveUsage)
+			s.f.printFlags(stdout)
+		}
+		return err
+	}
+	for _, req := range []func() error{s.requireClient, s.requirePublicURL} {
+		if err := req(); err != nil {
+			return err
+		}
+	}
+	keys, err := loadKeys(s)
+	if err != nil {
+		return err
+	}
+	log := newLogger(stderr, s.logFormat, s.logLevel)
+	svc, err := startService(ctx, s, keys, log, serviceOptions{})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "tokenkeeper serving on %s (public URL %s)\n", svc.url, s.public)
+	return svc.wait(ctx)
+}
+
+// serviceOptions adjusts a service for dev mode and tests.
+type serviceOptions struct {
+	// extra, if set, is tried before the API for every request: it returns false to pass
+	// the request on. dev mounts its helper pages here.
+	extra func(w http.ResponseWriter, r *http.Request) bool
+	// events receives the keeper's events after they are logged.
+	events tokenkeeper.EventHandler
+	// keeper adjusts the keeper's configuration.
+	keeper func(*keeper.Config)
+}
+
+// service is a running `serve`: the store, the keeper and its scheduler, and the HTTP
+// server.
+type service struct {
+	url    string
+	store  backend
+	keeper *keeper.Keeper
+	flow   *connect.Flow
+	srv    *http.Server
+	ln     net.Listener
+	log    *slog.Logger
+	s      *settings
+
+	runCancel context.CancelFunc
+	runDone   chan error
+	watchDone chan struct{}
+	serveErr  chan error
+
+	mu       sync.Mutex
+	fresh    map[net.Conn]bool // connections that have not sent a request yet
+	stopping bool
+}
+
+// track keeps the set of connections that have not sent a request yet (a browser's
+// speculative preconnect). Shutdown closes them at once: they hold no request, and
+// http.Server.Shutdown would otherwise wait five seconds for each to say something.
+func (svc *service) track(c net.Conn, state http.ConnState) {
+	svc.mu.Lock()
+	defer svc.mu.Unlock()
+	switch state {
+	case http.StateNew:
+		if svc.stopping {
+			c.Close()
+			return
+		}
+		if svc.fresh == nil {
+			svc.fresh = map[net.Conn]bool{}
+		}
+		svc.fresh[c] = true
+	default:
+		delete(svc.fresh, c)
+	}
+}
+
+// closeFresh closes the connections that never sent a request.
+func (svc *service) closeFresh() {
+	svc.mu.Lock()
+	defer svc.mu.Unlock()
+	svc.stopping = true
+	for c := range svc.fresh {
+		c.Close()
+	}
+	svc.fresh = nil
+}
+
+// startService opens the store, starts the keeper's scheduler and the HTTP server, and
+// returns once the listener is bound.
+func startService(ctx context.Context, s *settings, keys *seal.Keyring, log *slog.Logger, opts serviceOptions) (svc *service, err error) {
+	st, err := openStore(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			st.Close()
+		}
+	}()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	kcfg := keeper.Config{
+		Registerer:    reg,
+		Retention:     s.retention,
+		PruneInterval: s.pruneInterval,
+		Events:        eventLogger{log: log, next: opts.events},
+	}
+	seams := seamsFrom(ctx)
+	if seams.now != nil {
+		kcfg.Now = seams.now
+	}
+	if opts.keeper != nil {
+		opts.keeper(&kcfg)
+	}
+	k, err := newKeeper(s, st, keys, log, kcfg)
+	if err != nil {
+		return nil, fmt.Errorf("start the keeper: %w", err)
+	}
+	flow, err := newFlow(s, st, keys, k, log)
+	if err != nil {
+		k.Close()
+		return nil, fmt.Errorf("start the connect flow: %w", err)
+	}
+	target, _ := url.Parse(s.prov.APIURL)
+	px := &proxy.Proxy{
+		Target:    target,
+		Transport: func(id tokenkeeper.ConnectionID) http.RoundTripper { return k.Transport(id, nil) },
+		Logger:    log,
+	}
+	api, err := httpapi.New(httpapi.Config{
+		Keeper:     k,
+		Flow:       flow,
+		Proxy:      px,
+		Store:      st,
+		APIKeys:    st,
+		Audit:      st,
+		PublicURL:  s.public,
+		Retention:  s.retention,
+		Ready:      readiness(st, keys),
+		Registerer: reg,
+		Gatherer:   reg,
+		Logger:     log,
+	})
+	if err != nil {
+		k.Close()
+		return nil, fmt.Errorf("start the HTTP API: %w", err)
+	}
+	var h http.Handler = api
+	if opts.extra != nil {
+		h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if !opts.extra(w, r) {
+				api.ServeHTTP(w, r)
+			}
+		})
+	}
+	ln, err := net.Listen("tcp", s.listen)
+	if err != nil {
+		k.Close()
+		return nil, &usageError{cmd: s.f.fs.Name(), err: fmt.Errorf("%s: %v", s.f.source("listen"), err)}
+	}
+	svc = &service{
+		url: "http://" + ln.Addr().String(), store: st, keeper: k, flow: flow, ln: ln, log: log, s: s,
+		runDone: make(chan error, 1), serveErr: make(chan error, 1),
+		srv: &http.Server{
+			Handler:           h,
+			ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout:       2 * time.Minute,
+			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		},
+	}
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	svc.runCancel = cancel
+	svc.srv.ConnState = svc.track
+	go func() { svc.runDone <- k.Run(runCtx) }()
+	svc.watchDone = make(chan struct{})
+	go func() { defer close(svc.watchDone); watchKeys(runCtx, s.keyFile, keys, log, seams.keyPoll) }()
+	go func() { svc.serveErr <- svc.srv.Serve(ln) }()
+	log.Info("tokenkeeper started", "listen", svc.url, "public_url", s.public.String(), "store", redactStore(s.store),
+		"provider", s.prov.Name, "api_url", s.prov.APIURL, "key_id", keys.PrimaryKeyID(),
+		"retention", shortDuration(s.retention))
+	return svc, nil
+}
+
+// wait serves until ctx is cancelled or the listener fails, then shuts down: it stops
+// accepting, lets requests in flight finish (up to --shutdown-timeout), stops the
+// scheduler, lets refreshes in flight finish and persist (Keeper.Close), and closes the
+// store.
+func (svc *service) wait(ctx context.Context) error {
+	var err error
+	select {
+	case <-ctx.Done():
+		svc.log.Info("shutting down: draining requests and refreshes in flight")
+	case err = <-svc.serveErr:
+		svc.log.Error("the listener failed", "err", err)
+	}
+	return errors.Join(err, svc.shutdown())
+}
+
+func (svc *service) shutdown() error {
+	sctx, cancel := context.WithTimeout(context.Background(), svc.s.shutdownTimeout)
+	defer cancel()
+	var errs []error
+	svc.closeFresh()
+	if err := svc.srv.Shutdown(sctx); err != nil {
+		errs = append(errs, fmt.Errorf("drain HTTP requests: %w", err))
+	}
+	svc.runCancel()
+	if err := <-svc.runDone; err != nil && !errors.Is(err, context.Canceled) {
+		errs = append(errs, fmt.Errorf("scheduler: %w", err))
+	}
+	<-svc.watchDone
+	if err := svc.keeper.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("drain refreshes: %w", err))
+	}
+	if err := svc.store.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("close the store: %w", err))
+	}
+	if len(errs) == 0 {
+		svc.log.Info("stopped cleanly")
+	}
+	return errors.Join(errs...)
+}
+
+// readiness reports whether the store answers and the keys are loaded.
+func readiness(st tokenkeeper.Store, keys *seal.Keyring) func(context.Context) error {
+	return func(ctx context.Context) error {
+		if keys.Current() == nil || keys.PrimaryKeyID() == "" {
+			return errors.New("no sealing key is loaded")
+		}
+		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		_, err := st.GetConnection(ctx, "readyz-probe")
+		if err != nil && tokenkeeper.ErrorCode(err) != tokenkeeper.CodeNotFound {
+			return errors.New("the store is not reachable")
+		}
+		return nil
+	}
+}
+
+// eventLogger logs every event at info (warn for the ones an operator must act on), then
+// passes it on.
+type eventLogger struct {
+	log  *slog.Logger
+	next tokenkeeper.EventHandler
+}
+
+func (l eventLogger) Handle(ctx context.Context, e tokenkeeper.Event) {
+	level := slog.LevelInfo
+	switch e.Type {
+	case tokenkeeper.EventReconnectRequired, tokenkeeper.EventClientRejected, tokenkeeper.EventDegraded:
+		level = slog.LevelWarn
+	}
+	l.log.Log(ctx, level, "connection "+string(e.Type), "connection", e.ConnectionID, "subject", e.Subject, "reason", e.Reason)
+	if l.next != nil {
+		l.next.Handle(ctx, e)
+	}
+}
+
+// seamsKey is the context key of testSeams: only this package's tests set it
+// (withSeams), so that Main keeps one signature and no package state.
+type seamsKey struct{}
+
+// testSeams replaces what a test cannot wait for: the clock (the end-to-end test's service
+// shares the emulator's clock) and the key file's poll interval.
+type testSeams struct {
+	now     func() time.Time
+	keyPoll time.Duration
+}
+
+func withSeams(ctx context.Context, s testSeams) context.Context {
+	return context.WithValue(ctx, seamsKey{}, s)
+}
+
+func seamsFrom(ctx context.Context) testSeams {
+	s, _ := ctx.Value(seamsKey{}).(testSeams)
+	if s.keyPoll <= 0 {
+		s.keyPoll = keyPollInterval
+	}
+	return s
+}
