@@ -95,6 +95,11 @@ func TestDev_Browser(t *testing.T) {
 	if !strings.Contains(table, "demo") || !strings.Contains(table, "active") || !strings.Contains(table, "urn:pleo:company:") {
 		t.Errorf("the connections table lacks the active demo connection and its subject:\n%s", table)
 	}
+	if browsertest.UpdateScreenshots() {
+		if err := browsertest.SaveScreenshot(ctx, "../../docs/screenshots/dev-connected.png"); err != nil {
+			t.Error(err)
+		}
+	}
 
 	call := func(method, path string, out any) int {
 		t.Helper()

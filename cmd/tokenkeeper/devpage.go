@@ -64,6 +64,9 @@ func devHome(w http.ResponseWriter, r *http.Request, svc *service) {
 			return "—"
 		}
 		d := t.Sub(now).Round(time.Second)
+		if d == 0 {
+			return "just now"
+		}
 		if d < 0 {
 			return (-d).String() + " ago"
 		}
