@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -63,8 +64,39 @@ func (c *Client) RefreshConnection(ctx context.Context, id tokenkeeper.Connectio
 // carry the keeper's codes: CodeNotFound, CodeReconnectRequired,
 // CodeUnavailable.
 func (c *Client) Token(ctx context.Context, id tokenkeeper.ConnectionID) (tokenkeeper.AccessToken, error) {
+	return c.token(ctx, id, nil)
+}
+
+// TokenAfterRejection is [Client.Token] for a caller whose token the
+// provider refused with a 401: it sends rejected, the token that got the
+// 401, as {"rejected_token"}, and returns a fresh token. The server
+// refreshes only if rejected is still the connection's current token, so
+// any number of callers reporting one token cost one refresh; if the token
+// changed meanwhile, the current one comes back at no cost. Call it once
+// per 401 and retry the provider's call once with the result; if that gets
+// a 401 too, the cause is not a stale token, and reporting again would only
+// cost another refresh.
+//
+// Errors are Token's: CodeReconnectRequired when the refresh finds the
+// grant dead (the user must connect again). A zero rejected fails with
+// CodeInvalid before any request. rejected travels only in the request
+// body, never in an error.
+func (c *Client) TokenAfterRejection(ctx context.Context, id tokenkeeper.ConnectionID, rejected tokenkeeper.Secret) (tokenkeeper.AccessToken, error) {
+	if rejected.IsZero() {
+		return tokenkeeper.AccessToken{}, tokenkeeper.Errorf(tokenkeeper.CodeInvalid,
+			"httpapi client: the rejected token is empty")
+	}
+	raw, err := json.Marshal(rejected.Reveal())
+	if err != nil { // a string always encodes
+		return tokenkeeper.AccessToken{}, tokenkeeper.Errorf(tokenkeeper.CodeInternal, "httpapi client: encode the rejected token")
+	}
+	return c.token(ctx, id, tokenRequest{RejectedToken: raw})
+}
+
+// token calls the token route with body, nil for none.
+func (c *Client) token(ctx context.Context, id tokenkeeper.ConnectionID, body any) (tokenkeeper.AccessToken, error) {
 	var out TokenResponse
-	if err := c.do(ctx, http.MethodPost, connectionPath(id, "/token"), nil, nil, &out); err != nil {
+	if err := c.do(ctx, http.MethodPost, connectionPath(id, "/token"), nil, body, &out); err != nil {
 		return tokenkeeper.AccessToken{}, err
 	}
 	if out.AccessToken.IsZero() || out.TokenType != "Bearer" {

@@ -71,6 +71,31 @@ func TestClient(t *testing.T) {
 			t.Errorf("Token with a proxy key: %v", err)
 		}
 	})
+	t.Run("TokenAfterRejection", func(t *testing.T) {
+		stale, err := tokens.Token(tctx(t), "acme")
+		if err != nil {
+			t.Fatal(err)
+		}
+		fresh, err := tokens.TokenAfterRejection(tctx(t), "acme", stale.Value)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.secrets.add(tokenkeeper.FieldAccessToken, fresh.Value.Reveal())
+		if fresh.Value.Equal(stale.Value) || !fresh.Valid(e.srv.Now()) {
+			t.Errorf("after a rejection: the same token %v, valid %v", fresh.Value.Equal(stale.Value), fresh.Valid(e.srv.Now()))
+		}
+		// Reporting the replaced token again returns the current one.
+		again, err := tokens.TokenAfterRejection(tctx(t), "acme", stale.Value)
+		if err != nil || !again.Value.Equal(fresh.Value) {
+			t.Errorf("a second report: %v (the current token: %v)", err, again.Value.Equal(fresh.Value))
+		}
+		if _, err := tokens.TokenAfterRejection(tctx(t), "acme", tokenkeeper.Secret{}); tokenkeeper.ErrorCode(err) != tokenkeeper.CodeInvalid {
+			t.Errorf("a zero rejected token: %v, want invalid", err)
+		}
+		if _, err := tokens.TokenAfterRejection(tctx(t), "nobody", stale.Value); tokenkeeper.ErrorCode(err) != tokenkeeper.CodeNotFound {
+			t.Errorf("TokenAfterRejection(nobody): %v", err)
+		}
+	})
 	t.Run("Refresh", func(t *testing.T) {
 		c, err := admin.RefreshConnection(tctx(t), "acme")
 		e.harvest(t)
@@ -85,6 +110,9 @@ func TestClient(t *testing.T) {
 		}
 		if _, err := tokens.Token(tctx(t), "beta"); tokenkeeper.ErrorCode(err) != tokenkeeper.CodeReconnectRequired {
 			t.Errorf("token of a dead grant: %v", err)
+		}
+		if _, err := tokens.TokenAfterRejection(tctx(t), "beta", tokenkeeper.NewSecret("tok-0123456789")); tokenkeeper.ErrorCode(err) != tokenkeeper.CodeReconnectRequired {
+			t.Errorf("a rejection for a dead grant: %v", err)
 		}
 	})
 	t.Run("DeleteConnection", func(t *testing.T) {

@@ -21,6 +21,12 @@ import (
 type Keeper interface {
 	// Token returns a valid access token and its promise.
 	Token(ctx context.Context, id tokenkeeper.ConnectionID) (tokenkeeper.AccessToken, error)
+	// Invalidate reports that stale, a token Token handed out, was refused
+	// by the provider (a 401), and returns a fresh token. It refreshes only
+	// if stale is still the connection's current token and otherwise
+	// returns the current one, so that any number of reports of one token
+	// cost at most one refresh.
+	Invalidate(ctx context.Context, id tokenkeeper.ConnectionID, stale tokenkeeper.Secret) (tokenkeeper.AccessToken, error)
 	// Refresh forces a refresh now (an operator's action).
 	Refresh(ctx context.Context, id tokenkeeper.ConnectionID) (tokenkeeper.AccessToken, error)
 	// Disconnect wipes the tokens and marks the connection disconnected,

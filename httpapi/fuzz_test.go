@@ -2,8 +2,10 @@ package httpapi_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -11,6 +13,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/tokenkeeper/tokenkeeper"
 	"github.com/tokenkeeper/tokenkeeper/connect"
@@ -22,6 +25,7 @@ import (
 // finds nothing).
 type fakeKeeper struct {
 	TokenFunc      func(ctx context.Context, id tokenkeeper.ConnectionID) (tokenkeeper.AccessToken, error)
+	InvalidateFunc func(ctx context.Context, id tokenkeeper.ConnectionID, stale tokenkeeper.Secret) (tokenkeeper.AccessToken, error)
 	RefreshFunc    func(ctx context.Context, id tokenkeeper.ConnectionID) (tokenkeeper.AccessToken, error)
 	DisconnectFunc func(ctx context.Context, id tokenkeeper.ConnectionID, reason string) error
 	UninstallFunc  func(ctx context.Context, id tokenkeeper.ConnectionID) error
@@ -39,6 +43,13 @@ func (k *fakeKeeper) Token(ctx context.Context, id tokenkeeper.ConnectionID) (to
 		return tokenkeeper.AccessToken{}, notFound(id)
 	}
 	return k.TokenFunc(ctx, id)
+}
+
+func (k *fakeKeeper) Invalidate(ctx context.Context, id tokenkeeper.ConnectionID, stale tokenkeeper.Secret) (tokenkeeper.AccessToken, error) {
+	if k.InvalidateFunc == nil {
+		return tokenkeeper.AccessToken{}, notFound(id)
+	}
+	return k.InvalidateFunc(ctx, id, stale)
 }
 
 func (k *fakeKeeper) Refresh(ctx context.Context, id tokenkeeper.ConnectionID) (tokenkeeper.AccessToken, error) {
@@ -110,11 +121,12 @@ func (fakeAudit) AppendAudit(context.Context, *tokenkeeper.AuditEntry) error { r
 // fuzzServer is a Server on fakes, with an admin key. links records the
 // LinkRequests NewLink was given; ids the ids GetConnection was asked for.
 type fuzzServer struct {
-	api   *httpapi.Server
-	key   tokenkeeper.Secret
-	mu    sync.Mutex
-	links []connect.LinkRequest
-	ids   []tokenkeeper.ConnectionID
+	api    *httpapi.Server
+	key    tokenkeeper.Secret
+	keeper *fakeKeeper
+	mu     sync.Mutex
+	links  []connect.LinkRequest
+	ids    []tokenkeeper.ConnectionID
 }
 
 func newFuzzServer(t testing.TB) *fuzzServer {
@@ -122,7 +134,7 @@ func newFuzzServer(t testing.TB) *fuzzServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &fuzzServer{key: key}
+	s := &fuzzServer{key: key, keeper: &fakeKeeper{}}
 	flow := &fakeFlow{NewLinkFunc: func(_ context.Context, req connect.LinkRequest) (*connect.Link, error) {
 		s.mu.Lock()
 		s.links = append(s.links, req)
@@ -136,7 +148,7 @@ func newFuzzServer(t testing.TB) *fuzzServer {
 		s.mu.Unlock()
 		return &tokenkeeper.Record{Connection: tokenkeeper.Connection{ID: id, State: tokenkeeper.StateActive, Generation: 1}}, nil
 	}}
-	s.api, err = httpapi.New(httpapi.Config{Keeper: &fakeKeeper{}, Flow: flow, Proxy: fakeProxy(nil), Store: store,
+	s.api, err = httpapi.New(httpapi.Config{Keeper: s.keeper, Flow: flow, Proxy: fakeProxy(nil), Store: store,
 		APIKeys: &fakeKeys{key: rec}, Audit: fakeAudit{}, PublicURL: mustURL(t, "https://tk.example"), Retention: time.Hour})
 	if err != nil {
 		t.Fatal(err)
@@ -179,6 +191,81 @@ func FuzzServer_ConnectSessionBody(f *testing.F) {
 			t.Fatalf("NewLink got %+v", links)
 		}
 	})
+}
+
+// FuzzServer_TokenBody: whatever the body of POST .../token, the answer is
+// 200 or a precise 4xx JSON error, never a 5xx, and the keeper is asked
+// what encoding/json's strict reading of the body says (strictTokenCalls):
+// Token, Invalidate with exactly the reported string, or nothing at all.
+func FuzzServer_TokenBody(f *testing.F) {
+	s := newFuzzServer(f)
+	var calls []string // "token", or "invalidate:" and the stale token
+	answer := tokenkeeper.AccessToken{Value: tokenkeeper.NewSecret("fresh-token"), ExpiresAt: time.Now().Add(time.Hour)}
+	s.keeper.TokenFunc = func(context.Context, tokenkeeper.ConnectionID) (tokenkeeper.AccessToken, error) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		calls = append(calls, "token")
+		return answer, nil
+	}
+	s.keeper.InvalidateFunc = func(_ context.Context, _ tokenkeeper.ConnectionID, stale tokenkeeper.Secret) (tokenkeeper.AccessToken, error) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		calls = append(calls, "invalidate:"+stale.Reveal())
+		return answer, nil
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		s.mu.Lock()
+		calls = nil
+		s.mu.Unlock()
+		r := httptest.NewRequest("POST", "/v1/connections/acme/token", strings.NewReader(string(body)))
+		r.Header.Set("Content-Type", "application/json")
+		r.Header.Set("Authorization", "Bearer "+s.key.Reveal())
+		w := httptest.NewRecorder()
+		s.api.ServeHTTP(w, r)
+		checkFuzzAnswer(t, w, http.StatusOK, http.StatusBadRequest, http.StatusRequestEntityTooLarge)
+		s.mu.Lock()
+		got := slices.Clone(calls)
+		s.mu.Unlock()
+		wantCalls := strictTokenCalls(body)
+		if w.Code == http.StatusRequestEntityTooLarge {
+			wantCalls = nil
+		}
+		if (w.Code == http.StatusOK) != (wantCalls != nil) || !slices.Equal(got, wantCalls) {
+			t.Fatalf("status %d, the keeper was asked %q; encoding/json's strict reading wants %q", w.Code, got, wantCalls)
+		}
+	})
+}
+
+// strictTokenCalls is what the keeper should be asked for a token route
+// body, by encoding/json's strict reading: ["token"] with no body or no
+// rejected_token, ["invalidate:<token>"] with a non-empty string, and nil
+// for a body the route must refuse.
+func strictTokenCalls(body []byte) []string {
+	if len(body) == 0 {
+		return []string{"token"}
+	}
+	if trimmed := bytes.TrimLeft(body, " \t\r\n"); !utf8.Valid(body) || len(trimmed) == 0 || trimmed[0] != '{' {
+		return nil
+	}
+	var strict struct {
+		RejectedToken json.RawMessage `json:"rejected_token"`
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&strict); err != nil {
+		return nil
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil
+	}
+	if strict.RejectedToken == nil {
+		return []string{"token"}
+	}
+	var tok string
+	if json.Unmarshal(strict.RejectedToken, &tok) != nil || tok == "" {
+		return nil // null, another type, or ""
+	}
+	return []string{"invalidate:" + tok}
 }
 
 // FuzzServer_ConnectionPath: whatever the path after /v1/connections/,

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -202,6 +203,16 @@ type req struct {
 // do sends rq through the contract-checking client.
 func (e *env) do(t testing.TB, rq req) *response {
 	t.Helper()
+	r, err := e.send(tctx(t), rq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// send is do for any goroutine: it returns what would fail the test. ctx
+// should come from tctx.
+func (e *env) send(ctx context.Context, rq req) (*response, error) {
 	var body io.Reader
 	switch b := rq.body.(type) {
 	case nil:
@@ -210,13 +221,13 @@ func (e *env) do(t testing.TB, rq req) *response {
 	default:
 		data, err := json.Marshal(b)
 		if err != nil {
-			t.Fatal(err)
+			return nil, err
 		}
 		body = bytes.NewReader(data)
 	}
-	r, err := http.NewRequestWithContext(tctx(t), rq.method, e.ts.URL+rq.path, body)
+	r, err := http.NewRequestWithContext(ctx, rq.method, e.ts.URL+rq.path, body)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	if body != nil {
 		r.Header.Set("Content-Type", "application/json")
@@ -233,14 +244,14 @@ func (e *env) do(t testing.TB, rq req) *response {
 	}
 	resp, err := e.client.Do(r)
 	if err != nil {
-		t.Fatalf("%s %s: %v", rq.method, rq.path, err)
+		return nil, fmt.Errorf("%s %s: %w", rq.method, rq.path, err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(resp.Body)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	return &response{status: resp.StatusCode, header: resp.Header, body: data}
+	return &response{status: resp.StatusCode, header: resp.Header, body: data}, nil
 }
 
 // want fails the test unless r has status and, for an error, code.

@@ -34,15 +34,45 @@ func (s *Server) readJSON(w http.ResponseWriter, r *http.Request, v any) error {
 	if err := jsonContentType(r.Header.Get("Content-Type")); err != nil {
 		return err
 	}
+	body, err := s.readBody(w, r)
+	if err != nil {
+		return err
+	}
+	return decodeJSON(body, v)
+}
+
+// readOptionalJSON is readJSON for a route whose body may be left out: no
+// body, or an empty one, leaves v as it is, whatever the Content-Type
+// (OpenAPI's optional requestBody). A body with anything in it, even
+// whitespace, must follow readJSON's rules.
+func (s *Server) readOptionalJSON(w http.ResponseWriter, r *http.Request, v any) error {
+	switch {
+	case r.Body == nil || r.Body == http.NoBody: // Content-Length: 0, or none
+		return nil
+	case r.ContentLength > 0: // known not empty: refuse the wrong type before reading, as readJSON does
+		return s.readJSON(w, r, v)
+	}
+	body, err := s.readBody(w, r) // chunked: empty or not, only reading tells
+	if err != nil || len(body) == 0 {
+		return err
+	}
+	if err := jsonContentType(r.Header.Get("Content-Type")); err != nil {
+		return err
+	}
+	return decodeJSON(body, v)
+}
+
+// readBody reads the request body, up to Config.MaxBodyBytes (413 past it).
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
-			return wireErrorf(CodeTooLarge, "the request body exceeds %d bytes", tooLarge.Limit)
+			return nil, wireErrorf(CodeTooLarge, "the request body exceeds %d bytes", tooLarge.Limit)
 		}
-		return tokenkeeper.Errorf(tokenkeeper.CodeInvalid, "the request body could not be read")
+		return nil, tokenkeeper.Errorf(tokenkeeper.CodeInvalid, "the request body could not be read")
 	}
-	return decodeJSON(body, v)
+	return body, nil
 }
 
 // jsonContentType accepts application/json, with or without parameters.

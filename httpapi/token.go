@@ -58,8 +58,76 @@ func (t TokenResponse) LogValue() slog.Value {
 		slog.Time("expires_at", t.ExpiresAt), slog.Int64("expires_in", t.ExpiresIn))
 }
 
+// tokenRequest is the optional JSON body of POST
+// /v1/connections/{id}/token: {"rejected_token": "<the access token the
+// provider refused>"}. The token stays raw JSON until [tokenRequest.rejected]
+// checks it, so that null, a number and "" each get their own message, and
+// no decoding error can quote it.
+type tokenRequest struct {
+	RejectedToken json.RawMessage `json:"rejected_token,omitempty"`
+}
+
+// rejectedToken reads the token route's optional body: the token it
+// reports refused, or the zero Secret for no body or none named.
+func (s *Server) rejectedToken(w http.ResponseWriter, r *http.Request) (tokenkeeper.Secret, error) {
+	if r.Body == nil || r.Body == http.NoBody {
+		return tokenkeeper.Secret{}, nil // the usual call, without allocating a body
+	}
+	var body tokenRequest
+	if err := s.readOptionalJSON(w, r, &body); err != nil {
+		return tokenkeeper.Secret{}, err
+	}
+	return body.rejected()
+}
+
+// rejected returns the token the body reports refused, or the zero Secret
+// when the body names none. Its errors never hold the token.
+func (b *tokenRequest) rejected() (tokenkeeper.Secret, error) {
+	raw := b.RejectedToken
+	if raw == nil {
+		return tokenkeeper.Secret{}, nil
+	}
+	invalid := func(format string, args ...any) (tokenkeeper.Secret, error) {
+		return tokenkeeper.Secret{}, tokenkeeper.Errorf(tokenkeeper.CodeInvalid, format, args...)
+	}
+	if len(raw) == 0 || raw[0] != '"' {
+		return invalid(`field "rejected_token" must be a string, not %s`, rawKind(raw))
+	}
+	var tok string
+	if err := json.Unmarshal(raw, &tok); err != nil { // the decoder checked it already
+		return invalid(`field "rejected_token" is not a valid JSON string`)
+	}
+	if tok == "" {
+		return invalid(`field "rejected_token" must not be empty: send the access token the provider refused, or no body`)
+	}
+	return tokenkeeper.NewSecret(tok), nil
+}
+
+// rawKind names the JSON type of a raw value as encoding/json's errors do.
+func rawKind(raw json.RawMessage) string {
+	if len(raw) == 0 {
+		return "nothing"
+	}
+	switch raw[0] {
+	case 'n':
+		return "null"
+	case 't', 'f':
+		return "bool"
+	case '{':
+		return "object"
+	case '[':
+		return "array"
+	case '"':
+		return "string"
+	}
+	return "number"
+}
+
 // token serves POST /v1/connections/{id}/token: a valid access token, the
-// one response that carries one.
+// one response that carries one. With {"rejected_token"} in the body (the
+// provider answered 401 to that token), it asks Keeper.Invalidate instead
+// of Keeper.Token, which refreshes only if that token is still the
+// connection's current one.
 func (s *Server) token(w http.ResponseWriter, r *http.Request, _ *tokenkeeper.APIKey) error {
 	id, err := pathID(r)
 	if err != nil {
@@ -68,7 +136,16 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request, _ *tokenkeeper.AP
 	if _, err := queryOf(r); err != nil {
 		return err
 	}
-	tok, err := s.cfg.Keeper.Token(r.Context(), id)
+	rejected, err := s.rejectedToken(w, r)
+	if err != nil {
+		return err
+	}
+	var tok tokenkeeper.AccessToken
+	if rejected.IsZero() {
+		tok, err = s.cfg.Keeper.Token(r.Context(), id)
+	} else {
+		tok, err = s.cfg.Keeper.Invalidate(r.Context(), id, rejected)
+	}
 	if err != nil {
 		return err
 	}
