@@ -39,6 +39,11 @@ func (f *Flow) checkReturnURL(raw string) error {
 		if !strings.HasPrefix(raw, "/") || strings.HasPrefix(raw, "//") {
 			return invalid(`must be a path starting with "/" (not "//") or an allowed absolute URL`)
 		}
+		// "/.//evil.example" stays on this host, but a browser (or a
+		// framework) that resolves the dot segment first sees "//evil.example".
+		if hasDotSegment(u.Path) || strings.Contains(u.Path, "//") {
+			return invalid(`may not have . or .. path segments or an empty segment ("//")`)
+		}
 		return nil
 	}
 	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil || u.Opaque != "" {

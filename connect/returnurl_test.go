@@ -20,7 +20,11 @@ func TestFlow_Begin_ReturnURL(t *testing.T) {
 		{"/", true, true},
 		{"/done", true, true},
 		{"/done?tab=pleo#top", true, true},
-		{"/a/../b", true, true}, // resolves on this host: harmless
+		{"/a/../b", false, false}, // dot segments are refused: see the next two
+		{"/.//evil.example", false, false},
+		{"/a/..//evil.example", false, false},
+		{"/a//b", false, false},
+		{"/done?next=//x", true, true}, // the query is not a path
 		{"done", false, false},
 		{"?x=1", false, false},
 		{"//evil.example/x", false, false},

@@ -176,7 +176,7 @@ func TestClient(t *testing.T) {
 			t.Fatalf("audit: %+v, %v", l, err)
 		}
 		l, err = admin.ListAudit(tctx(t), httpapi.ListAuditOptions{ConnectionID: "acme", Cursor: l.NextCursor})
-		if err != nil || len(l.Entries) == 0 || l.Entries[0].Action != "connection.refresh" {
+		if err != nil || len(l.Entries) == 0 || l.Entries[0].Action != "connection.uninstall" {
 			t.Fatalf("audit page 2: %+v, %v", l, err)
 		}
 	})

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"net/http"
 	"time"
 
@@ -11,7 +12,10 @@ import (
 // disconnects the connection (its tokens are wiped; the record stays). With
 // revoke=true it first revokes the grant at the provider
 // (Keeper.Uninstall); if that fails, nothing is wiped and the error is
-// returned (503 when the provider is unavailable).
+// returned (503 when the provider is unavailable). Once the provider has
+// revoked, the revocation is audited at once and the disconnect runs on a
+// context the caller cannot cancel: a caller hanging up between the two
+// must not leave a connection active whose grant is gone.
 func (s *Server) deleteConnection(w http.ResponseWriter, r *http.Request, key *tokenkeeper.APIKey) error {
 	id, err := pathID(r)
 	if err != nil {
@@ -31,7 +35,9 @@ func (s *Server) deleteConnection(w http.ResponseWriter, r *http.Request, key *t
 		if err := s.cfg.Keeper.Uninstall(ctx, id); err != nil {
 			return err
 		}
+		s.audit(r, key, "connection.uninstall", id, "revoked at the provider")
 		reason = "revoked and disconnected by " + actor(key)
+		ctx = context.WithoutCancel(ctx)
 	}
 	if err := s.cfg.Keeper.Disconnect(ctx, id, reason); err != nil {
 		return err

@@ -60,7 +60,9 @@ func TestServer_DeleteConnection(t *testing.T) {
 		if a := auths[len(auths)-1]; a.RevokedAt == nil {
 			t.Errorf("the grant is not revoked at the provider: %+v", a)
 		}
-		if got := e.audited(t, "beta"); len(got) != 1 || got[0] != "connection.delete revoke=true" {
+		// Newest first: the revocation is recorded as soon as the provider
+		// confirmed it, then the disconnect.
+		if got := e.audited(t, "beta"); len(got) != 2 || got[0] != "connection.delete revoke=true" || got[1] != "connection.uninstall revoked at the provider" {
 			t.Errorf("audit %q", got)
 		}
 	})
