@@ -67,6 +67,11 @@ func (k *Keeper) refreshLeased(ctx context.Context, e *entry, f *flight, lease t
 		roundTrip := time.Since(start)
 		k.step("received", e.id)
 		if last.class == classOK {
+			if f.refused {
+				// Noted before the commit publishes it: a caller may report
+				// it refused as soon as it can get it.
+				e.refusal.note(tokenkeeper.NewSecret(last.tok.AccessToken), k.now())
+			}
 			// Nothing but sealing between the response and the commit.
 			c, err := k.commit(e, lh, rec, refresh, last.tok, sentAt)
 			k.metrics.attempt(last.class, roundTrip)

@@ -70,6 +70,20 @@ type Config struct {
 	// ClientRejectedCooldown is how long refreshing stops after the provider
 	// rejects the client credentials, before one probe; 0 means 1 minute.
 	ClientRejectedCooldown time.Duration
+	// RejectCooldown bounds the refreshes that refused tokens cause (401s
+	// reported to [Keeper.Invalidate], by the Transport or a caller). The
+	// first refusal of a connection's current token always refreshes. But
+	// if the provider also refuses the token handed out in its place, less
+	// than RejectCooldown after it was handed out and while it is still
+	// current, no refresh is made: a provider that refuses fresh tokens (a
+	// permission problem answered as invalid_token, say) is not cured by
+	// one, and each refresh rotates the refresh token, breaks the promise
+	// of the tokens handed out and spends the rate limit. Invalidate then
+	// returns the refused token itself; the first refusal after the
+	// cooldown refreshes once more. The memory is per process. 0 means 30s;
+	// negative disables the guard (every refusal of the current token
+	// refreshes).
+	RejectCooldown time.Duration
 	// RefreshRate and RefreshBurst limit token requests per second to the
 	// provider; 0 means 20 per second with a burst of 20.
 	RefreshRate  float64
@@ -142,6 +156,7 @@ func (c *Config) resolve() error {
 	def(&c.MaxRetryAfter, 10*time.Second)
 	def(&c.FailureCooldown, 30*time.Second)
 	def(&c.ClientRejectedCooldown, time.Minute)
+	def(&c.RejectCooldown, 30*time.Second)
 	def(&c.KeepAlive, 7*24*time.Hour)
 	def(&c.ScheduleInterval, time.Second)
 	def(&c.DefaultLifetime, 5*time.Minute)

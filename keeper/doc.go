@@ -32,6 +32,9 @@
 // forced by an operator or by a 401 proving the token dead
 // ([Keeper.Invalidate]). The promise is planned at about 80% of the token's
 // lifetime, stored with the token set, and so the same in every process.
+// If the provider also refuses the token that a 401's refresh produced,
+// further 401s cause no refresh for a cooldown (Config.RejectCooldown): a
+// refresh cannot fix a provider that refuses fresh tokens.
 //
 // Beyond refreshing: [Keeper.Prune] (and Run, with Config.Retention)
 // deletes connections that have been disconnected or waiting for a
@@ -60,4 +63,9 @@
 //     (every process's), counted on scrape at most every 5s, with a 2s
 //     limit; left out of a scrape when the store cannot count.
 //   - tokenkeeper_pruned_total: connections deleted by retention.
+//   - tokenkeeper_refreshes_suppressed_total: refreshes that a refused
+//     token asked for ([Keeper.Invalidate], as after a 401) and that were
+//     not made, because the provider refused the token issued in place of
+//     an earlier refused one within Config.RejectCooldown. Concurrent
+//     reports that share one flight count once.
 package keeper

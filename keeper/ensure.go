@@ -38,8 +38,12 @@ func (k *Keeper) ensure(ctx context.Context, e *entry, f *flight) (*cached, erro
 		now := k.now()
 		due, urgent := k.due(f, rec, c, now)
 		if !due {
+			k.noteAdopted(e, f, c, now)
 			return c, nil
 		}
+		// A refusal (a 401 reported to Invalidate) of the current token asks
+		// for this refresh, unless an operator forces one anyway.
+		f.refused = !f.force && c != nil && f.isStale(c.token.Value)
 		pendingLive := !rec.Pending.IsZero() && rec.Lease.Owner != "" && time.Now().Before(rec.Lease.ExpiresAt)
 		live := c != nil && (rec.Pending.IsZero() || pendingLive) // an unknown outcome may have killed it
 		if live {
@@ -57,6 +61,10 @@ func (k *Keeper) ensure(ctx context.Context, e *entry, f *flight) (*cached, erro
 			}
 			return nil, tokenkeeper.Errorf(tokenkeeper.CodeUnavailable,
 				"connection %s: refreshing is failing (%s); next try at %s", e.id, rec.LastError, rec.NextRefreshAt.UTC().Format(time.RFC3339))
+		}
+		if f.refused && k.keepRefused(e, rec, c, now) {
+			f.kept = true // the token issued for the last refusal is refused too
+			return c, nil
 		}
 		if !urgent && c != nil {
 			// The handoff: a token is never killed while it is promised.

@@ -31,6 +31,8 @@ type entry struct {
 	floor version
 
 	uses uses // the keeper's own HTTP calls in flight, per token
+
+	refusal refusal // the last token handed out in place of a refused one
 }
 
 // cached is an immutable snapshot of a connection's current token.
@@ -67,6 +69,11 @@ type flight struct {
 	stale     []tokenkeeper.Secret
 	force     bool // operator: refresh whatever the current token is
 	keepAlive bool // refresh even if the token is fresh, after its promise
+	// refused: the refresh under way is the one a refusal of the current
+	// token asked for. kept: the flight declined that refresh
+	// (Config.RejectCooldown) and its result is the refused token itself.
+	// Written by the flight's goroutine only; kept is read after done.
+	refused, kept bool
 
 	c   *cached // the result, if err is nil
 	err error

@@ -45,6 +45,7 @@ type metrics struct {
 	leaseWait       prometheus.Histogram
 	schedulerLag    prometheus.Histogram
 	pruned          prometheus.Counter
+	suppressed      prometheus.Counter
 }
 
 // newMetrics creates the metrics and registers them, with the connections
@@ -74,12 +75,16 @@ func newMetrics(reg prometheus.Registerer, k *Keeper) (*metrics, error) {
 			Name: "tokenkeeper_pruned_total",
 			Help: "Connections removed by retention.",
 		}),
+		suppressed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tokenkeeper_refreshes_suppressed_total",
+			Help: "Refreshes that a refused token (a 401 reported to Invalidate) asked for and that were not made, because the provider refused the token issued in place of an earlier refused one within RejectCooldown: a refresh cannot fix that.",
+		}),
 	}
 	for _, o := range []string{outcomeOK, outcomeTransient, outcomeInvalidGrant, outcomeClientRejected, outcomeLost, outcomeRejected} {
 		m.refreshes.WithLabelValues(o) // every outcome is exported from the start, at 0
 	}
 	var done []prometheus.Collector
-	for _, c := range []prometheus.Collector{m.refreshes, m.refreshDuration, m.leaseWait, m.schedulerLag, m.pruned, newConnectionsCollector(k)} {
+	for _, c := range []prometheus.Collector{m.refreshes, m.refreshDuration, m.leaseWait, m.schedulerLag, m.pruned, m.suppressed, newConnectionsCollector(k)} {
 		if err := reg.Register(c); err != nil {
 			for _, d := range done {
 				reg.Unregister(d)
@@ -125,4 +130,12 @@ func (m *metrics) prunedOne() {
 		return
 	}
 	m.pruned.Inc()
+}
+
+// suppressedOne counts a refresh declined by Config.RejectCooldown.
+func (m *metrics) suppressedOne() {
+	if m == nil {
+		return
+	}
+	m.suppressed.Inc()
 }

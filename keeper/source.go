@@ -56,12 +56,15 @@ func (k *Keeper) Client(id tokenkeeper.ConnectionID, base http.RoundTripper) *ht
 // [Keeper.Invalidate], which refreshes only if that token is still current,
 // and retries once with the new token if the request can be replayed (no
 // body, or GetBody set); otherwise the 401 is returned and the next request
-// gets the new token. If the refresh finds the grant dead, the request
-// fails with a [tokenkeeper.CodeReconnectRequired] error instead of the
-// 401. It tells the keeper which calls are in flight with a token, so a
-// refresh waits for them (up to DrainWait) before it kills that token. It
-// is safe for concurrent use. Token errors are returned as the request's
-// error; they carry their [tokenkeeper.Code].
+// gets the new token. If Invalidate hands back the refused token itself
+// (the provider refused the token issued for an earlier 401, within
+// Config.RejectCooldown: a refresh cannot fix that), the 401 is returned
+// without a retry. If the refresh finds the grant dead, the request fails
+// with a [tokenkeeper.CodeReconnectRequired] error instead of the 401. It
+// tells the keeper which calls are in flight with a token, so a refresh
+// waits for them (up to DrainWait) before it kills that token. It is safe
+// for concurrent use. Token errors are returned as the request's error;
+// they carry their [tokenkeeper.Code].
 func (k *Keeper) Transport(id tokenkeeper.ConnectionID, base http.RoundTripper) http.RoundTripper {
 	if base == nil {
 		base = http.DefaultTransport
@@ -93,6 +96,11 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, ierr
 	default:
 		return resp, nil // transient: the caller sees the 401; the keeper logged why
+	}
+	if fresh.Value.Equal(used) {
+		// The keeper kept the refused token (Config.RejectCooldown): the
+		// same request with the same token would be refused again.
+		return resp, nil
 	}
 	if !replayable(req) {
 		return resp, nil // the next call gets the fresh token; this body cannot be resent

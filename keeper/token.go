@@ -59,8 +59,20 @@ func (k *Keeper) tokenSlow(ctx context.Context, id tokenkeeper.ConnectionID) (to
 // Invalidate reports that stale, a token handed out for id, was refused by
 // the provider (a 401), and returns a fresh token. It refreshes only if
 // stale is still the connection's current token, so a storm of 401s costs
-// one refresh; if the token already changed, it returns the new one. This
-// breaks the promise of stale, which a 401 shows is dead already.
+// one refresh; if the token already changed (here, or in another process:
+// the store is read again), it returns the new one. This breaks the
+// promise of stale, which a 401 shows is dead already.
+//
+// Refusals that a refresh cannot cure are bounded (Config.RejectCooldown):
+// if stale is the token that was handed out in place of an earlier refused
+// one less than RejectCooldown ago, and is still current and within its
+// promise, Invalidate makes no refresh and returns stale itself, with a nil
+// error. A caller that gets back the token it reported must not retry with
+// it: the provider refuses it for a reason a refresh does not fix. The
+// refresh not made is counted in tokenkeeper_refreshes_suppressed_total
+// (concurrent reports share one), and one warning is logged per cooldown.
+// An operator's [Keeper.Refresh] and the scheduler are not bounded by
+// this.
 //
 // Errors are those of [Keeper.Token].
 func (k *Keeper) Invalidate(ctx context.Context, id tokenkeeper.ConnectionID, stale tokenkeeper.Secret) (tokenkeeper.AccessToken, error) {
@@ -140,8 +152,10 @@ func (k *Keeper) await(ctx context.Context, e *entry, stale *tokenkeeper.Secret,
 		c := f.c
 		// A forced flight that started before our request may have ended
 		// with the very token we report stale, or an operator's refresh may
-		// have joined a flight that did not refresh: go again.
-		if c == nil || (stale != nil && c.token.Value.Equal(*stale)) || (force && !f.force) {
+		// have joined a flight that did not refresh: go again. A flight
+		// that kept the refused token on purpose (Config.RejectCooldown)
+		// answers for it.
+		if c == nil || (stale != nil && c.token.Value.Equal(*stale) && !f.kept) || (force && !f.force) {
 			if k.closed.Load() {
 				return nil, errClosed()
 			}
@@ -163,13 +177,14 @@ func (k *Keeper) join(e *entry, stale *tokenkeeper.Secret, force bool) (f *fligh
 	if f == nil {
 		f = newFlight()
 		f.force = force
-		if !k.launch(e, f) {
-			return nil, false, errClosed()
-		}
 		started = true
 	}
 	if stale != nil {
+		// Before a new flight runs, so that its first decision counts it.
 		f.markStale(*stale)
+	}
+	if started && !k.launch(e, f) {
+		return nil, false, errClosed()
 	}
 	if force && !f.force {
 		// An operator's refresh does not ride on a flight that may decide
