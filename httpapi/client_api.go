@@ -75,7 +75,9 @@ func (c *Client) Token(ctx context.Context, id tokenkeeper.ConnectionID) (tokenk
 // changed meanwhile, the current one comes back at no cost. Call it once
 // per 401 and retry the provider's call once with the result; if that gets
 // a 401 too, the cause is not a stale token, and reporting again would only
-// cost another refresh.
+// cost another refresh. If the result is rejected itself, the server made no
+// refresh (that token replaced a refused one moments ago, and the keeper
+// bounds such refreshes): do not retry with it.
 //
 // Errors are Token's: CodeReconnectRequired when the refresh finds the
 // grant dead (the user must connect again). A zero rejected fails with
