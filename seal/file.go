@@ -22,34 +22,53 @@ import (
 // [tokenkeeper.CodeNotFound] if the file does not exist, with CodeInvalid if
 // it does not parse, and with [tokenkeeper.CodeInternal] on other I/O errors.
 func Load(path string) (*Keyset, error) {
-	f, err := os.Open(path)
+	data, err := readFile("load keyset", path)
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil, tokenkeeper.Errorf(tokenkeeper.CodeNotFound, "load keyset: %w", err)
-		}
-		return nil, tokenkeeper.Errorf(tokenkeeper.CodeInternal, "load keyset: %w", err)
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, tokenkeeper.Errorf(tokenkeeper.CodeInternal, "load keyset: %w", err)
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, invalid("load keyset %s: not a regular file", path)
-	}
-	if perm := fi.Mode().Perm(); perm&0o077 != 0 && runtime.GOOS != "windows" {
-		return nil, invalid("load keyset %s: the file holds secret keys but its mode %04o lets group or others access it; run chmod 600 %s",
-			path, perm, path)
-	}
-	data, err := readAll(f)
-	if err != nil {
-		return nil, tokenkeeper.Errorf(tokenkeeper.CodeInternal, "load keyset: read %s: %w", path, err)
+		return nil, err
 	}
 	k, err := Parse(data)
 	if err != nil {
 		return nil, fmt.Errorf("load keyset %s: %w", path, err)
 	}
 	return k, nil
+}
+
+// ReadFile reads the keyset file at path with the checks of [Load] and
+// returns its content unparsed, so [Load] is ReadFile then [Parse]. A
+// process that watches the file compares what ReadFile returns with the
+// bytes its keyset was parsed from, which tells a change apart where the
+// size and modification time may not. Its errors are Load's, less the
+// parse errors, and name the file but never hold its content.
+func ReadFile(path string) ([]byte, error) {
+	return readFile("read keyset", path)
+}
+
+// readFile implements ReadFile; op begins its error messages.
+func readFile(op, path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, tokenkeeper.Errorf(tokenkeeper.CodeNotFound, "%s: %w", op, err)
+		}
+		return nil, tokenkeeper.Errorf(tokenkeeper.CodeInternal, "%s: %w", op, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, tokenkeeper.Errorf(tokenkeeper.CodeInternal, "%s: %w", op, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, invalid("%s %s: not a regular file", op, path)
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 && runtime.GOOS != "windows" {
+		return nil, invalid("%s %s: the file holds secret keys but its mode %04o lets group or others access it; run chmod 600 %s",
+			op, path, perm, path)
+	}
+	data, err := readAll(f)
+	if err != nil {
+		return nil, tokenkeeper.Errorf(tokenkeeper.CodeInternal, "%s: read %s: %w", op, path, err)
+	}
+	return data, nil
 }
 
 // maxKeysetSize bounds what Load reads: a keyset of a thousand keys is far
@@ -74,6 +93,13 @@ func readAll(f *os.File) ([]byte, error) {
 // in the same directory, syncs it, renames it over path, and syncs the
 // directory.
 //
+// When path exists, the new file keeps its owner and group (on Unix; a
+// no-op elsewhere): root rotating the keyset of a service that runs as
+// another user must not leave it a file it cannot read. If the owner cannot
+// be kept (only root may give a file away), Write fails with
+// [tokenkeeper.CodeInternal] and leaves path as it was, rather than lock the
+// service out of its keys at its next reload or restart.
+//
 // Write refuses data that does not [Parse], with [tokenkeeper.CodeInvalid],
 // so a botched edit cannot replace a good keyset. It fails with
 // [tokenkeeper.CodeInternal] on I/O errors. Before the rename, a failure
@@ -83,10 +109,17 @@ func Write(path string, data []byte) error {
 	if _, err := Parse(data); err != nil {
 		return fmt.Errorf("write keyset %s: %w", path, err)
 	}
-	dir := filepath.Dir(path)
-	tmp, err := writeTemp(dir, "."+filepath.Base(path)+".tmp-*", data)
-	if err != nil {
+	old, err := os.Stat(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		old = nil
+	case err != nil:
 		return tokenkeeper.Errorf(tokenkeeper.CodeInternal, "write keyset: %w", err)
+	}
+	dir := filepath.Dir(path)
+	tmp, err := writeTemp(dir, "."+filepath.Base(path)+".tmp-*", data, old)
+	if err != nil {
+		return tokenkeeper.Errorf(tokenkeeper.CodeInternal, "write keyset %s: %w", path, err)
 	}
 	if err := os.Rename(tmp, path); err != nil {
 		_ = os.Remove(tmp)
@@ -101,8 +134,9 @@ func Write(path string, data []byte) error {
 }
 
 // writeTemp writes data to a new file in dir, with mode 0600 from its
-// creation on, syncs it, and returns its name. On failure it removes it.
-func writeTemp(dir, pattern string, data []byte) (name string, err error) {
+// creation on and, if old is not nil, old's owner and group; syncs it; and
+// returns its name. On failure it removes it.
+func writeTemp(dir, pattern string, data []byte, old fs.FileInfo) (name string, err error) {
 	f, err := os.CreateTemp(dir, pattern) // mode 0600 before any byte is in it
 	if err != nil {
 		return "", err
@@ -113,8 +147,13 @@ func writeTemp(dir, pattern string, data []byte) (name string, err error) {
 			_ = os.Remove(f.Name())
 		}
 	}()
+	if old != nil {
+		if err := keepOwner(f, old); err != nil {
+			return "", err
+		}
+	}
 	// CreateTemp promises 0600 today; say so explicitly, since the file will
-	// hold keys.
+	// hold keys. After the chown, which may clear mode bits.
 	if err := f.Chmod(0o600); err != nil {
 		return "", err
 	}

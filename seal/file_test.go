@@ -68,6 +68,39 @@ func TestLoad(t *testing.T) {
 	})
 }
 
+func TestReadFile(t *testing.T) {
+	c := newChecker(t)
+	data := c.generate()
+
+	t.Run("OK", func(t *testing.T) {
+		got, err := seal.ReadFile(writeFile(t, data, 0o600))
+		c.sub(t).ok(err)
+		if string(got) != string(data) {
+			t.Error("ReadFile does not return the file's bytes")
+		}
+	})
+	t.Run("Unparsed", func(t *testing.T) {
+		// ReadFile leaves parsing to Parse: a watcher hashes what it read.
+		got, err := seal.ReadFile(writeFile(t, []byte("{}"), 0o600))
+		c.sub(t).ok(err)
+		if string(got) != "{}" {
+			t.Errorf("ReadFile = %q, want {}", got)
+		}
+	})
+	t.Run("ErrMode0644", func(t *testing.T) {
+		_, err := seal.ReadFile(writeFile(t, data, 0o644))
+		c.sub(t).fail(err, tokenkeeper.CodeInvalid, "chmod 600")
+	})
+	t.Run("ErrNotFound", func(t *testing.T) {
+		_, err := seal.ReadFile(filepath.Join(t.TempDir(), "absent.json"))
+		c.sub(t).fail(err, tokenkeeper.CodeNotFound, "read keyset")
+	})
+	t.Run("ErrDirectory", func(t *testing.T) {
+		_, err := seal.ReadFile(t.TempDir())
+		c.sub(t).fail(err, tokenkeeper.CodeInvalid, "not a regular file")
+	})
+}
+
 func TestWrite(t *testing.T) {
 	c := newChecker(t)
 	data := c.generate()
