@@ -22,9 +22,10 @@ Commands:
 Scopes: tokens (read connections, take access tokens), proxy (call the provider's API
 through the proxy), admin (everything, including connect links, deletions and API keys).
 
-Each works on the store (--store) directly, and so works before serve ever ran, or with
---server URL through a running service's HTTP API (with an admin key from
-$TOKENKEEPER_API_KEY or --api-key-file). Only the SHA-256 of a key is stored: the key is
+Each works on the store (--store) directly, or with --server URL through a running
+service's HTTP API (with an admin key from $TOKENKEEPER_API_KEY or --api-key-file).
+On the store, create works before serve ever ran: it creates a SQLite store that does
+not exist yet (list and revoke refuse one, exit 2). Only the SHA-256 of a key is stored: the key is
 printed once, by create, and never again.
 
 Exit codes: 0 success, 1 runtime error, 2 usage error, 4 the key does not exist (revoke).
@@ -113,7 +114,7 @@ func localCreateAPIKey(ctx context.Context, s *settings, name string, scopes []t
 	if err != nil {
 		return nil, &usageError{cmd: s.f.fs.Name(), err: errors.New(tokenkeeper.ErrorMessage(err))}
 	}
-	st, err := openStore(ctx, s)
+	st, err := openStore(ctx, s, createStore)
 	if err != nil {
 		return nil, err
 	}
@@ -153,7 +154,7 @@ func runAPIKeysList(ctx context.Context, args []string, stdout, _ io.Writer) err
 			return fmt.Errorf("list API keys: %w", err)
 		}
 	} else {
-		st, err := openStore(ctx, s)
+		st, err := openStore(ctx, s, existingStore)
 		if err != nil {
 			return err
 		}
@@ -204,7 +205,7 @@ func runAPIKeysRevoke(ctx context.Context, args []string, stdout, _ io.Writer) e
 			return notFound(fmt.Errorf("revoke API key %s: %w", id, err))
 		}
 	} else {
-		st, err := openStore(ctx, s)
+		st, err := openStore(ctx, s, existingStore)
 		if err != nil {
 			return err
 		}

@@ -71,7 +71,7 @@ func runAuditList(ctx context.Context, args []string, stdout, _ io.Writer) error
 // localListAudit pages through the store's audit trail, newest first, up to limit (0:
 // all).
 func localListAudit(ctx context.Context, s *settings, id tokenkeeper.ConnectionID, limit int) ([]*httpapi.AuditEntry, error) {
-	st, err := openStore(ctx, s)
+	st, err := openStore(ctx, s, existingStore)
 	if err != nil {
 		return nil, err
 	}

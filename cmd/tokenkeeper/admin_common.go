@@ -111,15 +111,20 @@ const offlineClientID = "tokenkeeper-cli-offline"
 // the keeper's rules (compare-and-swap writes, leases): disconnecting, pruning and
 // re-sealing. None of them calls the provider, so they need no client credentials, and
 // the keeper gets a stand-in client id; sealer may be noKeys where nothing is opened or
-// sealed. The caller closes it.
-func offlineKeeper(st tokenkeeper.Store, sealer tokenkeeper.Sealer) (*keeper.Keeper, error) {
-	return keeper.New(keeper.Config{
+// sealed. Its logs are discarded and its events dropped unless an option sets Logger or
+// Events. The caller closes it.
+func offlineKeeper(st tokenkeeper.Store, sealer tokenkeeper.Sealer, opts ...func(*keeper.Config)) (*keeper.Keeper, error) {
+	cfg := keeper.Config{
 		Store:    st,
 		Sealer:   sealer,
 		Provider: tokenkeeper.PleoProvider(),
 		ClientID: offlineClientID,
 		Logger:   slog.New(slog.DiscardHandler),
-	})
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	return keeper.New(cfg)
 }
 
 // noKeys is the Sealer of a command run without --key-file: it seals and opens nothing.

@@ -76,7 +76,7 @@ func runConnectionsList(ctx context.Context, args []string, stdout, _ io.Writer)
 			return err
 		}
 	} else {
-		st, err := openStore(ctx, s)
+		st, err := openStore(ctx, s, existingStore)
 		if err != nil {
 			return err
 		}
@@ -163,7 +163,7 @@ func runConnectionsShow(ctx context.Context, args []string, stdout, _ io.Writer)
 			return notFound(fmt.Errorf("show connection %s: %w", id, err))
 		}
 	} else {
-		st, err := openStore(ctx, s)
+		st, err := openStore(ctx, s, existingStore)
 		if err != nil {
 			return err
 		}
@@ -234,7 +234,7 @@ func localDelete(ctx context.Context, s *settings, id tokenkeeper.ConnectionID, 
 		}
 		sealer = keys
 	}
-	st, err := openStore(ctx, s)
+	st, err := openStore(ctx, s, existingStore)
 	if err != nil {
 		return nil, err
 	}
@@ -315,7 +315,7 @@ func localRefresh(ctx context.Context, s *settings, id tokenkeeper.ConnectionID)
 	if err != nil {
 		return nil, err
 	}
-	st, err := openStore(ctx, s)
+	st, err := openStore(ctx, s, existingStore)
 	if err != nil {
 		return nil, err
 	}
@@ -343,13 +343,15 @@ const connectionsPruneUsage = `Usage: tokenkeeper connections prune [--dry-run] 
 Removes, for good, the connections that have been disconnected or waiting for a
 reconnect for longer than --retention (active ones never), and lists them; with
 --dry-run it only lists what it would remove. serve does this by itself every
---prune-interval. With --server, the service prunes with its own retention, and
+--prune-interval. On the store, each removal is logged on stderr (as serve logs it:
+"prune: removed connection" and the event "connection pruned") and audited as
+connection.prune. With --server, the service prunes with its own retention, and
 --retention on the command line is refused.
 
 Flags, each with the environment variable that sets it when the flag is absent:
 `
 
-func runConnectionsPrune(ctx context.Context, args []string, stdout, _ io.Writer) error {
+func runConnectionsPrune(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	s := newSettings("tokenkeeper connections prune", groupStore)
 	r := addRemoteFlags(s)
 	var dryRun, asJSON bool
@@ -374,7 +376,7 @@ func runConnectionsPrune(ctx context.Context, args []string, stdout, _ io.Writer
 		if retention <= 0 {
 			return &usageError{cmd: s.f.fs.Name(), err: fmt.Errorf("%s: must be positive", s.f.source("retention"))}
 		}
-		res, err = localPrune(ctx, s, retention, dryRun)
+		res, err = localPrune(ctx, s, retention, dryRun, stderr)
 	}
 	if res == nil {
 		return err
@@ -395,14 +397,21 @@ func runConnectionsPrune(ctx context.Context, args []string, stdout, _ io.Writer
 }
 
 // localPrune prunes with the keeper's rules and audits each removal, as POST
-// /v1/connections/prune does. On a failure it returns what was removed before it too.
-func localPrune(ctx context.Context, s *settings, retention time.Duration, dryRun bool) (*httpapi.PruneResult, error) {
-	st, err := openStore(ctx, s)
+// /v1/connections/prune does. As in serve, the keeper logs each removal (and, with
+// dryRun, each connection it would remove) on stderr, and emits an EventPruned that is
+// logged there too, where stdout keeps the result alone. On a failure it returns what
+// was removed before it too.
+func localPrune(ctx context.Context, s *settings, retention time.Duration, dryRun bool, stderr io.Writer) (*httpapi.PruneResult, error) {
+	st, err := openStore(ctx, s, existingStore)
 	if err != nil {
 		return nil, err
 	}
 	defer st.Close()
-	k, err := offlineKeeper(st, noKeys{})
+	log := newLogger(stderr, "text", "info")
+	k, err := offlineKeeper(st, noKeys{}, func(c *keeper.Config) {
+		c.Logger = log
+		c.Events = eventLogger{log: log}
+	})
 	if err != nil {
 		return nil, err
 	}

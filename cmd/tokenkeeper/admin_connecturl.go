@@ -87,7 +87,7 @@ func localConnectURL(ctx context.Context, s *settings, id tokenkeeper.Connection
 	if ttl == 0 {
 		ttl = s.linkTTL
 	}
-	st, err := openStore(ctx, s)
+	st, err := openStore(ctx, s, existingStore)
 	if err != nil {
 		return nil, err
 	}

@@ -13,6 +13,11 @@ the schema version if the store reports one. Every command that opens a store mi
 it first, so running migrate is optional: it lets a deployment migrate in a step of its
 own, before new replicas start. A store whose schema is newer than this build is refused.
 
+Only migrate, serve, dev and "apikeys create" create a SQLite store that does not exist;
+the other commands refuse a path with no store (exit 2), so that a mistyped --store, or
+the default sqlite:tokenkeeper.db in another working directory, is not taken for an
+empty store.
+
 Flags, each with the environment variable that sets it when the flag is absent:
 `
 
@@ -27,7 +32,7 @@ func runMigrate(ctx context.Context, args []string, stdout, _ io.Writer) error {
 	if _, err := parseSettings(s, migrateUsage, stdout, args); err != nil {
 		return err
 	}
-	st, err := openStore(ctx, s)
+	st, err := openStore(ctx, s, createStore)
 	if err != nil {
 		return err
 	}

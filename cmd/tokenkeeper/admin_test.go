@@ -224,17 +224,35 @@ func TestConnections(t *testing.T) {
 	})
 
 	t.Run("Prune", func(t *testing.T) {
-		dry := decode[httpapi.PruneResult](t, e.mustRun(t, "connections", "prune", "--dry-run", "--json"))
-		if !dry.DryRun || len(dry.Pruned) != 1 || dry.Pruned[0].ID != "beta" {
-			t.Errorf("connections prune --dry-run --json = %+v; want beta only", dry)
+		code, out, stderr := e.run(t, "connections", "prune", "--dry-run", "--json")
+		dry := decode[httpapi.PruneResult](t, out)
+		if code != exitOK || !dry.DryRun || len(dry.Pruned) != 1 || dry.Pruned[0].ID != "beta" {
+			t.Errorf("connections prune --dry-run --json: exit %d, %+v; want beta only", code, dry)
+		}
+		if !strings.Contains(stderr, `msg="prune: would remove connection (dry run)" connection=beta`) ||
+			strings.Contains(stderr, "removed connection") || strings.Contains(stderr, "connection pruned") {
+			t.Errorf("prune --dry-run's stderr, want beta logged as a removal to come only:\n%s", stderr)
 		}
 		if _, err := e.st.GetConnection(context.Background(), "beta"); err != nil {
 			t.Errorf("a dry run removed beta: %v", err)
 		}
-		out := e.mustRun(t, "connections", "prune", "--retention", "30m")
+		code, out, stderr = e.run(t, "connections", "prune", "--retention", "30m")
 		// acme-2 was disconnected by the Delete test just now: kept.
-		if !strings.HasPrefix(out, "removed 2 connections\n") || !strings.Contains(out, "beta") || !strings.Contains(out, "gamma") {
-			t.Errorf("connections prune --retention 30m:\n%s", out)
+		if code != exitOK || !strings.HasPrefix(out, "removed 2 connections\n") || !strings.Contains(out, "beta") || !strings.Contains(out, "gamma") {
+			t.Errorf("connections prune --retention 30m: exit %d\n%s%s", code, out, stderr)
+		}
+		// Every removal is logged on stderr, as serve logs it: the keeper's line and the
+		// event's; nothing else is removed, and stdout holds no log.
+		for _, id := range []string{"beta", "gamma"} {
+			for _, msg := range []string{`level=INFO msg="prune: removed connection" connection=` + id + ` state=`,
+				`level=INFO msg="connection pruned" connection=` + id + ` subject=urn:pleo:company:` + id + ` reason=`} {
+				if !strings.Contains(stderr, msg) {
+					t.Errorf("prune's stderr does not log %q:\n%s", msg, stderr)
+				}
+			}
+		}
+		if n := strings.Count(stderr, "prune: removed connection"); n != 2 || strings.Contains(out, "level=") {
+			t.Errorf("prune logged %d removals on stderr, want 2 (and none on stdout):\n%s", n, stderr)
 		}
 		for id, want := range map[tokenkeeper.ConnectionID]tokenkeeper.Code{"beta": tokenkeeper.CodeNotFound, "gamma": tokenkeeper.CodeNotFound, "acme-2": "", "acme": ""} {
 			if _, err := e.st.GetConnection(context.Background(), id); tokenkeeper.ErrorCode(err) != want {

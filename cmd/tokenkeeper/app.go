@@ -2,11 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/user"
+	"path/filepath"
 
 	"github.com/tokenkeeper/tokenkeeper"
 	"github.com/tokenkeeper/tokenkeeper/connect"
@@ -23,15 +26,37 @@ type backend interface {
 	tokenkeeper.AuditLog
 }
 
-// openStore opens the --store, migrating it to the current schema first: every command
-// that opens a store does, so `apikeys create` works on a new path before serve ever ran.
-func openStore(ctx context.Context, s *settings) (backend, error) {
+// storeMode says whether a command may create the store it opens.
+type storeMode int
+
+const (
+	// existingStore: the store must exist. A command that would work on a new, empty
+	// store where the operator meant an existing one (a wrong --store, or the default
+	// sqlite:tokenkeeper.db resolved against another working directory) must fail
+	// rather than report "0 connections", or worse, act on that emptiness.
+	existingStore storeMode = iota
+	// createStore: a SQLite file that does not exist is created. Only the commands that
+	// set up a store use it: serve, dev, migrate, and apikeys create (so that a key can
+	// be made before serve ever ran).
+	createStore
+)
+
+// openStore opens the --store, migrating it to the current schema first. With
+// existingStore, a SQLite path that does not exist is a usage error naming the setting
+// and the absolute path, and nothing is created; a postgres:// store is opened as given
+// either way (its database must exist; the schema is migrated).
+func openStore(ctx context.Context, s *settings, mode storeMode) (backend, error) {
 	kind, where, err := parseStore(s.store)
 	if err != nil {
 		return nil, &usageError{cmd: s.f.fs.Name(), err: fmt.Errorf("%s: %v", s.f.source("store"), err)}
 	}
 	switch kind {
 	case "sqlite":
+		if mode != createStore {
+			if err := requireSQLiteFile(s, where); err != nil {
+				return nil, err
+			}
+		}
 		st, err := sqlite.Open(ctx, where)
 		if err != nil {
 			return nil, fmt.Errorf("open store %s: %w", s.store, err)
@@ -41,6 +66,24 @@ func openStore(ctx context.Context, s *settings) (backend, error) {
 		return nil, &usageError{cmd: s.f.fs.Name(), err: fmt.Errorf(
 			"%s: this build has no PostgreSQL store yet; use sqlite:PATH", s.f.source("store"))}
 	}
+}
+
+// requireSQLiteFile fails with a usage error if the SQLite file path does not exist. It
+// names the path made absolute, since a relative one (the default tokenkeeper.db) is
+// resolved against the working directory, which is what an operator gets wrong. Another
+// failure to stat the file is left to sqlite.Open, which reports it.
+func requireSQLiteFile(s *settings, path string) error {
+	_, err := os.Stat(path)
+	if !errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	abs, aerr := filepath.Abs(path)
+	if aerr != nil {
+		abs = path
+	}
+	return &usageError{cmd: s.f.fs.Name(), err: fmt.Errorf(
+		"%s: no store at %s (sqlite); create one with \"tokenkeeper migrate --store sqlite:%s\", or point --store at the existing one",
+		s.f.source("store"), abs, abs)}
 }
 
 // loadKeys reads the --key-file keyset into a Keyring.
@@ -101,4 +144,15 @@ func cliActor() string {
 		name = v
 	}
 	return "cli:" + name
+}
+
+// storeLabel names the --store for messages: a SQLite path made absolute (the working
+// directory is what a relative one depends on), a URL without its password.
+func storeLabel(s *settings) string {
+	if kind, where, err := parseStore(s.store); err == nil && kind == "sqlite" {
+		if abs, err := filepath.Abs(where); err == nil {
+			return "sqlite:" + abs
+		}
+	}
+	return redactStore(s.store)
 }

@@ -105,7 +105,7 @@ func checkStore(ctx context.Context, s *settings) (string, error) {
 			return fmt.Sprintf("%s does not exist yet; serve will create it", where), nil
 		}
 	}
-	st, err := openStore(ctx, s)
+	st, err := openStore(ctx, s, existingStore)
 	if err != nil {
 		var ue *usageError
 		if errors.As(err, &ue) {

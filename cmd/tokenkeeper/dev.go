@@ -112,7 +112,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}); err != nil {
 		return err
 	}
-	keys, err := loadKeys(s)
+	keys, err := loadKeyFile(s)
 	if err != nil {
 		return err
 	}

@@ -25,6 +25,7 @@ import (
 type e2e struct {
 	t        *testing.T
 	emu      *emulator.Server
+	addr     string
 	base     string // the service's URL
 	key      string // an admin API key
 	stdout   *logtest.Buffer
@@ -35,6 +36,16 @@ type e2e struct {
 	store    string
 	keyFile  string
 	returnTo string
+}
+
+// e2eOptions adjust one run of serve.
+type e2eOptions struct {
+	// args are more serve flags.
+	args []string
+	// tokenURL, if set, replaces the emulator's token endpoint.
+	tokenURL string
+	// beforeKeyWatch is testSeams.beforeKeyWatch.
+	beforeKeyWatch func()
 }
 
 // freeAddr returns a free loopback address, so that the redirect URI registered at the
@@ -52,6 +63,15 @@ func freeAddr(t *testing.T) string {
 // startE2E makes a keyset and an admin API key with the CLI, then runs Main serve.
 func startE2E(t *testing.T) *e2e {
 	t.Helper()
+	e := newE2E(t)
+	e.serve(e2eOptions{})
+	return e
+}
+
+// newE2E starts the emulator and makes a keyset and an admin API key with the CLI; serve
+// starts it.
+func newE2E(t *testing.T) *e2e {
+	t.Helper()
 	dir := t.TempDir()
 	addr := freeAddr(t)
 	public := "http://" + addr
@@ -65,7 +85,7 @@ func startE2E(t *testing.T) *e2e {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { emu.Close() })
-	e := &e2e{t: t, emu: emu, stdout: &logtest.Buffer{}, stderr: &logtest.Buffer{}, done: make(chan struct{}),
+	e := &e2e{t: t, emu: emu, addr: addr, base: public,
 		store: "sqlite:" + filepath.Join(dir, "tk.db"), keyFile: filepath.Join(dir, "keyset.json"),
 		returnTo: "https://app.example/settings/pleo?tab=integrations"}
 
@@ -88,35 +108,62 @@ func startE2E(t *testing.T) *e2e {
 
 	t.Setenv("TOKENKEEPER_CLIENT_ID", "e2e-client")
 	t.Setenv("TOKENKEEPER_CLIENT_SECRET", "e2e-secret-0123456789")
+	return e
+}
+
+// serve runs Main serve on e's store and key file, and returns once it listens. A test
+// may run it again once the previous run stopped: each run has its own output and exit
+// code.
+func (e *e2e) serve(opts e2eOptions) {
+	t := e.t
+	t.Helper()
+	e.stdout, e.stderr, e.done = &logtest.Buffer{}, &logtest.Buffer{}, make(chan struct{})
 	// The service reads the emulator's clock, so that the test can travel in time without
 	// the service using a token the emulator considers expired.
-	ctx, cancel := context.WithCancel(withSeams(context.Background(), testSeams{now: emu.Now, keyPoll: 20 * time.Millisecond}))
+	ctx, cancel := context.WithCancel(withSeams(context.Background(),
+		testSeams{now: e.emu.Now, keyPoll: 20 * time.Millisecond, beforeKeyWatch: opts.beforeKeyWatch}))
 	e.cancel = cancel
-	args := []string{"serve", "--listen", addr, "--public-url", public, "--store", e.store, "--key-file", e.keyFile,
-		"--provider", "custom", "--auth-url", emu.URL + "/oauth/authorize", "--token-url", emu.URL + "/oauth/token",
-		"--api-url", emu.APIURL, "--allowed-return-url", "https://app.example/settings", "--log-level", "debug"}
-	go func() { e.code = Main(ctx, args, e.stdout, e.stderr); close(e.done) }()
+	tokenURL := e.emu.URL + "/oauth/token"
+	if opts.tokenURL != "" {
+		tokenURL = opts.tokenURL
+	}
+	args := append([]string{"serve", "--listen", e.addr, "--public-url", e.base, "--store", e.store, "--key-file", e.keyFile,
+		"--provider", "custom", "--auth-url", e.emu.URL + "/oauth/authorize", "--token-url", tokenURL,
+		"--api-url", e.emu.APIURL, "--allowed-return-url", "https://app.example/settings", "--log-level", "debug"}, opts.args...)
+	done, stdout, stderr := e.done, e.stdout, e.stderr
+	go func() { e.code = Main(ctx, args, stdout, stderr); close(done) }()
 	t.Cleanup(func() {
 		cancel()
 		select {
-		case <-e.done:
+		case <-done:
 		case <-time.After(15 * time.Second):
 			t.Errorf("serve did not stop within 15s of cancellation")
 		}
 	})
 	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(e.stdout.String(), "\n") {
+	for !strings.Contains(stdout.String(), "\n") {
 		select {
-		case <-e.done:
-			t.Fatalf("serve exited %d before listening:\n%s", e.code, e.stderr)
+		case <-done:
+			t.Fatalf("serve exited %d before listening:\n%s", e.code, stderr)
 		case <-time.After(10 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("serve printed nothing within 10s:\n%s", e.stderr)
+			t.Fatalf("serve printed nothing within 10s:\n%s", stderr)
 		}
 	}
-	e.base = public
-	return e
+}
+
+// stop cancels serve (SIGTERM) and returns its exit code.
+func (e *e2e) stop() int {
+	e.t.Helper()
+	e.cancel()
+	select {
+	case <-e.done:
+		return e.code
+	case <-time.After(15 * time.Second):
+		e.t.Fatalf("serve did not stop within 15s of cancellation:\n%s", e.stderr)
+		return -1
+	}
 }
 
 // call sends an API request with the admin key and decodes a JSON answer into out.

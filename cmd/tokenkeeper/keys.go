@@ -96,10 +96,13 @@ func runKeysGenerate(_ context.Context, args []string, stdout, _ io.Writer) erro
 
 const keysRotateUsage = `Usage: tokenkeeper keys rotate --key-file FILE --store STORE [--remove-old]
 
-Rotates the key that seals tokens at rest, in steps, writing the keyset file after each
-(first it checks that the file holds every key the store uses, and changes nothing if
-not):
+Rotates the key that seals tokens at rest, in steps, writing the keyset file after each:
 
+  0. check, changing nothing, that FILE is the keyset of STORE: --store must be given
+     (flag, $TOKENKEEPER_STORE or the --config file; the default is never assumed), the
+     store must exist, and FILE must hold every key the store uses; with --remove-old,
+     the store must also hold at least one token sealed under a key of FILE, since an
+     empty store is the usual sign of the wrong --store;
   1. add a new key (not yet the primary) and write the file;
   2. make it the primary and write the file;
   3. re-seal every connection under it (a progress bar on stderr);
@@ -138,6 +141,15 @@ func runKeysRotate(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err := s.requireKeyFile(); err != nil {
 		return err
 	}
+	// The default store is a relative path: from another directory it names a store
+	// that does not exist, or an unrelated one. Rotating a keyset against the wrong
+	// store re-seals nothing and, with --remove-old, drops keys that seal every token of
+	// the right one.
+	if settingOrigin(s.f, "store") == "default" {
+		return &usageError{cmd: s.f.fs.Name(), err: fmt.Errorf(
+			"--store is required (or $%s, or store in the --config file): rotate re-seals the tokens of one store, so it never assumes the default %s",
+			s.f.envName("store"), s.f.fs.Lookup("store").DefValue)}
+	}
 	path := s.keyFile
 	// Load checks the file's mode and parses it; the edits below need its bytes.
 	if _, err := seal.Load(path); err != nil {
@@ -147,23 +159,17 @@ func runKeysRotate(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err != nil {
 		return fmt.Errorf("%s: %w", s.f.source("key-file"), err)
 	}
-	st, err := openStore(ctx, s)
+	st, err := openStore(ctx, s, existingStore)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	// Before the file changes: it must be this store's keyset.
-	use, err := keysInUse(ctx, st)
+	held, _ := seal.Parse(data)
+	total, err := checkKeysetOfStore(ctx, s, st, held, removeOld, stderr)
 	if err != nil {
 		return err
 	}
-	held, _ := seal.Parse(data)
-	for _, id := range slices.Sorted(maps.Keys(use)) {
-		if !slices.Contains(held.KeyIDs(), id) {
-			return fmt.Errorf("%s does not hold key %s, which seals connection %s: is it the keyset of this store? Nothing was changed",
-				s.f.source("key-file"), id, use[id])
-		}
-	}
+	fmt.Fprintf(stdout, "rotating %s, the keyset of store %s (%d connections)\n", path, storeLabel(s), total)
 
 	data, primary, err := rotateKeyset(path, data, stdout)
 	if err != nil {
@@ -207,6 +213,59 @@ func runKeysRotate(ctx context.Context, args []string, stdout, stderr io.Writer)
 	ids, _ := seal.Parse(data)
 	_, err = fmt.Fprintf(stdout, "rotation done: %s holds keys %s, primary %s\n", path, strings.Join(ids.KeyIDs(), ", "), primary)
 	return err
+}
+
+// checkKeysetOfStore checks, before the key file changes, that held is the keyset of the
+// store st, and returns how many connections st holds. Every key that seals a token in
+// st must be in held: otherwise rotating would leave tokens that no key opens.
+//
+// With removeOld it also wants evidence: at least one token in st sealed under a key of
+// held. Without one (an empty store, or one whose connections hold no token), nothing
+// ties the file to this store, and the most likely cause is a wrong --store, such as
+// a fresh store made by mistake; removing the old keys would then lose every token they
+// seal in the right store. The refusal is a usage error, and nothing is changed. Without
+// removeOld, rotating only adds a key, so it goes ahead with a warning on stderr.
+func checkKeysetOfStore(ctx context.Context, s *settings, st backend, held *seal.Keyset, removeOld bool, stderr io.Writer) (int, error) {
+	use, err := keysInUse(ctx, st)
+	if err != nil {
+		return 0, err
+	}
+	for _, id := range slices.Sorted(maps.Keys(use)) {
+		if !slices.Contains(held.KeyIDs(), id) {
+			return 0, fmt.Errorf("%s does not hold key %s, which seals connection %s: is it the keyset of this store? Nothing was changed",
+				s.f.source("key-file"), id, use[id])
+		}
+	}
+	counts, err := st.CountConnections(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("count connections: %w", err)
+	}
+	total := 0
+	for _, n := range counts {
+		total += n
+	}
+	// Every key in use is held (checked above), so the store uses a key of the file
+	// exactly when it uses any key.
+	if len(use) > 0 {
+		return total, nil
+	}
+	what := "holds no connection"
+	switch {
+	case total == 1:
+		what = "holds 1 connection but no sealed token"
+	case total > 1:
+		what = fmt.Sprintf("holds %d connections but no sealed token", total)
+	}
+	if !removeOld {
+		fmt.Fprintf(stderr, "note: store %s %s, so nothing shows that %s is its keyset; rotating anyway, as no key is removed without --remove-old\n",
+			storeLabel(s), what, s.keyFile)
+		return total, nil
+	}
+	return 0, &usageError{cmd: s.f.fs.Name(), err: fmt.Errorf(
+		"refusing --remove-old: store %s (%s) %s, so nothing shows that %s (%s) is its keyset, and removing the old keys from a keyset "+
+			"that seals tokens elsewhere loses them all. A store with no token is the usual sign of the wrong --store: check it. "+
+			"If this is the right store, run without --remove-old (the old keys stay in the file). Nothing was changed",
+		storeLabel(s), s.f.source("store"), what, s.keyFile, s.f.source("key-file"))}
 }
 
 // rotateKeyset runs steps 1 and 2: it adds a key and writes the file, then promotes it

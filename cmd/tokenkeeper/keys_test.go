@@ -14,6 +14,7 @@ import (
 	"github.com/tokenkeeper/tokenkeeper"
 	"github.com/tokenkeeper/tokenkeeper/httpapi"
 	"github.com/tokenkeeper/tokenkeeper/seal"
+	"github.com/tokenkeeper/tokenkeeper/sqlite"
 )
 
 func TestKeys_Generate(t *testing.T) {
@@ -239,5 +240,122 @@ func TestKeys_RotateReadsEveryPage(t *testing.T) {
 	checkSealedUnder(t, e, ks, ks.PrimaryKeyID(), active)
 	if len(ks.KeyIDs()) != 1 {
 		t.Errorf("the keyset holds %q", ks.KeyIDs())
+	}
+}
+
+// TestKeys_RotateWrongStore replays the mistake of running rotate from another directory
+// without --store: the default sqlite:tokenkeeper.db named a store that did not exist,
+// which used to be created, empty, so that --remove-old dropped the key of every real
+// connection. Every way there now exits 2, leaves the keyset byte for byte as it was, and
+// creates no store in the working directory.
+func TestKeys_RotateWrongStore(t *testing.T) {
+	root := t.TempDir()
+	prod, elsewhere := filepath.Join(root, "prod"), filepath.Join(root, "elsewhere")
+	for _, d := range []string{prod, elsewhere} {
+		if err := os.Mkdir(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	keyFile := filepath.Join(prod, "keyset.json")
+	if code, _, stderr := run(t, "keys", "generate", "--out", keyFile); code != exitOK {
+		t.Fatalf("keys generate: exit %d\n%s", code, stderr)
+	}
+	e := &admEnv{dir: prod, keyFile: keyFile}
+	e.ks = e.loadKeys(t)
+	var err error
+	if e.st, err = sqlite.Open(context.Background(), filepath.Join(prod, "tokenkeeper.db")); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.st.Close() })
+	e.seed(t, e.ks, "acme", tokenkeeper.StateActive, time.Now())
+	before, err := os.ReadFile(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	config := filepath.Join(root, "tokenkeeper.yaml")
+	if err := os.WriteFile(config, []byte("store: sqlite:tokenkeeper.db\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	t.Chdir(elsewhere)
+	rotate := []string{"keys", "rotate", "--key-file", "../prod/keyset.json", "--remove-old", "--settle", "0"}
+	for _, tt := range []struct {
+		name string
+		env  string // TOKENKEEPER_STORE
+		args []string
+		want string
+	}{
+		{"NoStore", "", nil, "--store is required"},
+		// Given, but naming a store that does not exist here: not created.
+		{"Flag", "", []string{"--store", "sqlite:tokenkeeper.db"}, "--store: no store at " + filepath.Join(elsewhere, "tokenkeeper.db")},
+		{"Env", "sqlite:tokenkeeper.db", nil, "TOKENKEEPER_STORE (--store): no store at "},
+		{"ConfigFile", "", []string{"--config", config}, "store in config file " + config + " (--store): no store at "},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Setenv("TOKENKEEPER_STORE", tt.env)
+			code, stdout, stderr := run(t, append(rotate, tt.args...)...)
+			if code != exitUsage || !strings.Contains(stderr, tt.want) || stdout != "" {
+				t.Errorf("exit %d, stdout %q; want 2 and %q in\n%s", code, stdout, tt.want, stderr)
+			}
+		})
+	}
+
+	// The empty store an earlier run left behind: --remove-old is refused.
+	if code, _, stderr := run(t, "migrate", "--store", "sqlite:tokenkeeper.db"); code != exitOK {
+		t.Fatalf("migrate: exit %d\n%s", code, stderr)
+	}
+	code, stdout, stderr := run(t, append(rotate, "--store", "sqlite:tokenkeeper.db")...)
+	if code != exitUsage || !strings.Contains(stderr, "refusing --remove-old") || stdout != "" {
+		t.Errorf("rotate --remove-old on an empty store: exit %d, stdout %q; want 2 and a refusal in\n%s", code, stdout, stderr)
+	}
+	if err := os.Remove("tokenkeeper.db"); err != nil {
+		t.Fatal(err)
+	}
+
+	if after, _ := os.ReadFile(keyFile); string(after) != string(before) {
+		t.Errorf("the keyset changed:\nbefore %s\nafter  %s", before, after)
+	}
+	if names, _ := filepath.Glob(filepath.Join(elsewhere, "*")); len(names) > 0 {
+		t.Errorf("the working directory holds %q; want nothing", names)
+	}
+	// The real store's connection still opens under the keyset.
+	checkSealedUnder(t, e, e.loadKeys(t), e.ks.PrimaryKeyID(), []tokenkeeper.ConnectionID{"acme"})
+}
+
+// TestKeys_RotateRemoveOldNoToken checks that --remove-old is refused, with nothing
+// changed, on a store that holds no token under a key of the file: nothing shows that
+// the file is its keyset. Without --remove-old, rotate goes ahead, with a note.
+func TestKeys_RotateRemoveOldNoToken(t *testing.T) {
+	t.Parallel()
+	e := newAdmEnv(t)
+	args := []string{"keys", "rotate", "--key-file", e.keyFile, "--settle", "0"}
+	check := func(t *testing.T, want string) {
+		t.Helper()
+		before, _ := os.ReadFile(e.keyFile)
+		code, stdout, stderr := e.run(t, append(args, "--remove-old")...)
+		after, _ := os.ReadFile(e.keyFile)
+		if code != exitUsage || !strings.Contains(stderr, "refusing --remove-old: store "+e.store) ||
+			!strings.Contains(stderr, want) || !strings.Contains(stderr, "Nothing was changed") || stdout != "" {
+			t.Errorf("rotate --remove-old: exit %d, stdout %q; want 2 and %q in\n%s", code, stdout, want, stderr)
+		}
+		if string(after) != string(before) {
+			t.Errorf("the keyset changed:\nbefore %s\nafter  %s", before, after)
+		}
+		if n := len(decode[httpapi.AuditList](t, e.mustRun(t, "audit", "list", "--json")).Entries); n != 0 {
+			t.Errorf("%d audit entries; want none", n)
+		}
+	}
+
+	t.Run("Empty", func(t *testing.T) { check(t, "holds no connection") })
+	// Connections, but none holds a token: as little evidence.
+	e.seed(t, e.ks, "gone", tokenkeeper.StateDisconnected, time.Now())
+	t.Run("NoToken", func(t *testing.T) { check(t, "holds 1 connection but no sealed token") })
+
+	code, stdout, stderr := e.run(t, args...)
+	if code != exitOK || !strings.Contains(stderr, "note: store "+e.store+" holds 1 connection but no sealed token") {
+		t.Fatalf("rotate without --remove-old: exit %d\n%s%s", code, stdout, stderr)
+	}
+	if ks := e.loadKeys(t); len(ks.KeyIDs()) != 2 {
+		t.Errorf("the keyset holds %q; want the old key and the new", ks.KeyIDs())
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -21,7 +23,6 @@ import (
 	"github.com/tokenkeeper/tokenkeeper/httpapi"
 	"github.com/tokenkeeper/tokenkeeper/keeper"
 	"github.com/tokenkeeper/tokenkeeper/proxy"
-	"github.com/tokenkeeper/tokenkeeper/seal"
 )
 
 const serveUsage = `Usage: tokenkeeper serve [flags]
@@ -60,12 +61,12 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return err
 		}
 	}
-	keys, err := loadKeys(s)
+	kf, err := loadKeyFile(s)
 	if err != nil {
 		return err
 	}
 	log := newLogger(stderr, s.logFormat, s.logLevel)
-	svc, err := startService(ctx, s, keys, log, serviceOptions{})
+	svc, err := startService(ctx, s, kf, log, serviceOptions{})
 	if err != nil {
 		return err
 	}
@@ -100,6 +101,7 @@ type service struct {
 	runDone   chan error
 	watchDone chan struct{}
 	serveErr  chan error
+	handlers  handlerGate
 
 	mu       sync.Mutex
 	fresh    map[net.Conn]bool // connections that have not sent a request yet
@@ -138,10 +140,13 @@ func (svc *service) closeFresh() {
 	svc.fresh = nil
 }
 
-// startService opens the store, starts the keeper's scheduler and the HTTP server, and
-// returns once the listener is bound.
-func startService(ctx context.Context, s *settings, keys *seal.Keyring, log *slog.Logger, opts serviceOptions) (svc *service, err error) {
-	st, err := openStore(ctx, s)
+// startService opens the store, starts the keeper's scheduler, the key file's watcher and
+// the HTTP server, and returns once the listener is bound. kf is the keyset loaded from
+// --key-file (loadKeyFile): the watcher reloads the file whenever its content differs
+// from the bytes kf was loaded from.
+func startService(ctx context.Context, s *settings, kf *keyFile, log *slog.Logger, opts serviceOptions) (svc *service, err error) {
+	keys := kf.keys
+	st, err := openStore(ctx, s, createStore)
 	if err != nil {
 		return nil, err
 	}
@@ -152,6 +157,10 @@ func startService(ctx context.Context, s *settings, keys *seal.Keyring, log *slo
 	}()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	watcher, err := newKeyWatcher(kf, log, reg)
+	if err != nil {
+		return nil, err
+	}
 
 	kcfg := keeper.Config{
 		Registerer:    reg,
@@ -190,7 +199,7 @@ func startService(ctx context.Context, s *settings, keys *seal.Keyring, log *slo
 		Audit:      st,
 		PublicURL:  s.public,
 		Retention:  s.retention,
-		Ready:      readiness(st, keys),
+		Ready:      readiness(st, watcher),
 		Registerer: reg,
 		Gatherer:   reg,
 		Logger:     log,
@@ -207,6 +216,7 @@ func startService(ctx context.Context, s *settings, keys *seal.Keyring, log *slo
 			}
 		})
 	}
+	warnInsecurePublicURL(s.public, log)
 	ln, err := net.Listen("tcp", s.listen)
 	if err != nil {
 		k.Close()
@@ -215,19 +225,22 @@ func startService(ctx context.Context, s *settings, keys *seal.Keyring, log *slo
 	svc = &service{
 		url: "http://" + ln.Addr().String(), store: st, keeper: k, flow: flow, ln: ln, log: log, s: s,
 		runDone: make(chan error, 1), serveErr: make(chan error, 1),
-		srv: &http.Server{
-			Handler:           h,
-			ReadHeaderTimeout: 10 * time.Second,
-			IdleTimeout:       2 * time.Minute,
-			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-		},
+	}
+	svc.srv = &http.Server{
+		Handler:           svc.handlers.wrap(h),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	svc.runCancel = cancel
 	svc.srv.ConnState = svc.track
 	go func() { svc.runDone <- k.Run(runCtx) }()
+	if seams.beforeKeyWatch != nil {
+		seams.beforeKeyWatch()
+	}
 	svc.watchDone = make(chan struct{})
-	go func() { defer close(svc.watchDone); watchKeys(runCtx, s.keyFile, keys, log, seams.keyPoll) }()
+	go func() { defer close(svc.watchDone); watcher.Run(runCtx, seams.keyPoll) }()
 	go func() { svc.serveErr <- svc.srv.Serve(ln) }()
 	log.Info("tokenkeeper started", "listen", svc.url, "public_url", s.public.String(), "store", redactStore(s.store),
 		"provider", s.prov.Name, "api_url", s.prov.APIURL, "key_id", keys.PrimaryKeyID(),
@@ -235,10 +248,7 @@ func startService(ctx context.Context, s *settings, keys *seal.Keyring, log *slo
 	return svc, nil
 }
 
-// wait serves until ctx is cancelled or the listener fails, then shuts down: it stops
-// accepting, lets requests in flight finish (up to --shutdown-timeout), stops the
-// scheduler, lets refreshes in flight finish and persist (Keeper.Close), and closes the
-// store.
+// wait serves until ctx is cancelled or the listener fails, then shuts down (shutdown).
 func (svc *service) wait(ctx context.Context) error {
 	var err error
 	select {
@@ -250,14 +260,40 @@ func (svc *service) wait(ctx context.Context) error {
 	return errors.Join(err, svc.shutdown())
 }
 
+// shutdown stops the service in an order that never pulls anything from under a running
+// piece:
+//
+//  1. stop accepting and let the requests in flight finish, up to --shutdown-timeout;
+//     past it, cut the connections of those still running, which cancels their
+//     contexts (their handlers go on running until they notice);
+//  2. stop the scheduler and the key watcher;
+//  3. Keeper.Close: end the refreshes not sent yet, and wait for the sent ones to
+//     persist their new token pair;
+//  4. wait for every handler to return, cut or not: a cut handler may still be about to
+//     read or write the store;
+//  5. close the store.
+//
+// Cutting requests at the timeout is what the timeout is for, so it is logged at warn
+// with the number cut, and is not an error: the process did what the signal asked, and
+// no sent refresh was abandoned. Errors are the scheduler's, the listener's and the
+// store's.
 func (svc *service) shutdown() error {
 	sctx, cancel := context.WithTimeout(context.Background(), svc.s.shutdownTimeout)
 	defer cancel()
 	var errs []error
 	svc.closeFresh()
+	cut := 0
 	if err := svc.srv.Shutdown(sctx); err != nil {
-		errs = append(errs, fmt.Errorf("drain HTTP requests: %w", err))
+		if errors.Is(err, context.DeadlineExceeded) {
+			cut = svc.handlers.running()
+			svc.log.Warn("shutdown timeout: cutting the requests still in flight",
+				"requests", cut, "shutdown_timeout", shortDuration(svc.s.shutdownTimeout))
+		} else {
+			errs = append(errs, fmt.Errorf("drain HTTP requests: %w", err))
+		}
+		svc.srv.Close()
 	}
+	svc.handlers.close()
 	svc.runCancel()
 	if err := <-svc.runDone; err != nil && !errors.Is(err, context.Canceled) {
 		errs = append(errs, fmt.Errorf("scheduler: %w", err))
@@ -266,20 +302,106 @@ func (svc *service) shutdown() error {
 	if err := svc.keeper.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("drain refreshes: %w", err))
 	}
+	svc.handlers.wait(svc.log, svc.s.shutdownTimeout)
 	if err := svc.store.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("close the store: %w", err))
 	}
-	if len(errs) == 0 {
+	switch {
+	case len(errs) > 0:
+	case cut > 0:
+		svc.log.Warn("stopped; requests cut at the shutdown timeout", "requests", cut)
+	default:
 		svc.log.Info("stopped cleanly")
 	}
 	return errors.Join(errs...)
 }
 
-// readiness reports whether the store answers and the keys are loaded.
-func readiness(st tokenkeeper.Store, keys *seal.Keyring) func(context.Context) error {
+// handlerGate counts the HTTP handlers running, because http.Server.Close cuts
+// connections without waiting for their handlers, and the store must outlive every one
+// of them. Once closed it turns new requests away. The zero handlerGate is open; it is
+// safe for concurrent use.
+type handlerGate struct {
+	mu     sync.Mutex
+	closed bool
+	n      int
+	wg     sync.WaitGroup // Add only under mu while open, so every Add precedes Wait
+}
+
+// wrap counts h's calls, and answers 503 once the gate is closed.
+func (g *handlerGate) wrap(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !g.enter() {
+			w.Header().Set("Connection", "close")
+			w.Header().Set("Retry-After", strconv.Itoa(httpapi.RetryAfter))
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			io.WriteString(w, `{"error":{"code":"unavailable","message":"the service is shutting down"}}`+"\n")
+			return
+		}
+		defer g.leave()
+		h.ServeHTTP(w, r)
+	})
+}
+
+func (g *handlerGate) enter() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return false
+	}
+	g.n++
+	g.wg.Add(1)
+	return true
+}
+
+func (g *handlerGate) leave() {
+	g.mu.Lock()
+	g.n--
+	g.mu.Unlock()
+	g.wg.Done()
+}
+
+// running returns the number of handlers running.
+func (g *handlerGate) running() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.n
+}
+
+// close turns new requests away.
+func (g *handlerGate) close() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.closed = true
+}
+
+// wait waits for every handler to return, logging at warn every interval while some
+// have not. The gate must be closed.
+func (g *handlerGate) wait(log *slog.Logger, every time.Duration) {
+	done := make(chan struct{})
+	go func() { g.wg.Wait(); close(done) }()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+			log.Warn("shutdown: waiting for requests to return before closing the store", "requests", g.running())
+		}
+	}
+}
+
+// readiness reports whether the store answers and the key file holds the keyset in use
+// (keyWatcher.Status): while it does not, a `keys rotate` may be about to seal under a
+// key this process has not loaded.
+func readiness(st tokenkeeper.Store, keys *keyWatcher) func(context.Context) error {
 	return func(ctx context.Context) error {
-		if keys.Current() == nil || keys.PrimaryKeyID() == "" {
-			return errors.New("no sealing key is loaded")
+		if err := keys.Status(); err != nil {
+			// A plain error, so that /readyz shows the whole reason and not only the
+			// message of the first tokenkeeper.Error in its chain. It names the file and
+			// the failure, never key material.
+			return errors.New(err.Error())
 		}
 		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()
@@ -289,6 +411,21 @@ func readiness(st tokenkeeper.Store, keys *seal.Keyring) func(context.Context) e
 		}
 		return nil
 	}
+}
+
+// warnInsecurePublicURL warns when browsers reach the service over plain HTTP from other
+// machines: the connect flow's browser-binding cookie is Secure only under https, so it
+// would cross the network in the clear. A loopback host (dev, tests) is fine.
+func warnInsecurePublicURL(u *url.URL, log *slog.Logger) {
+	if u == nil || u.Scheme != "http" {
+		return
+	}
+	host := u.Hostname()
+	if ip := net.ParseIP(host); host == "localhost" || strings.HasSuffix(host, ".localhost") || ip != nil && ip.IsLoopback() {
+		return
+	}
+	log.Warn("the public URL is plain http on a host other than this machine: the connect flow's browser-binding cookie cannot be Secure; "+
+		"serve behind https and set --public-url to the https URL", "public_url", u.String())
 }
 
 // eventLogger logs every event at info (warn for the ones an operator must act on), then
@@ -315,10 +452,15 @@ func (l eventLogger) Handle(ctx context.Context, e tokenkeeper.Event) {
 type seamsKey struct{}
 
 // testSeams replaces what a test cannot wait for: the clock (the end-to-end test's service
-// shares the emulator's clock) and the key file's poll interval.
+// shares the emulator's clock) and the key file's poll interval, and opens the window
+// between loading the key file and watching it.
 type testSeams struct {
 	now     func() time.Time
 	keyPoll time.Duration
+	// beforeKeyWatch runs in startService after the store, the keeper and the API are
+	// up and just before the key watcher starts: a key file rewritten there must still
+	// be picked up.
+	beforeKeyWatch func()
 }
 
 func withSeams(ctx context.Context, s testSeams) context.Context {
