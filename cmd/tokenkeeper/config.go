@@ -55,6 +55,7 @@ type settings struct {
 
 	// serve group
 	listen          string
+	metricsListen   string
 	retention       time.Duration
 	pruneInterval   time.Duration
 	shutdownTimeout time.Duration
@@ -117,6 +118,8 @@ func newSettings(name string, groups group) *settings {
 	}
 	if groups&groupServe != 0 {
 		f.stringVar(&s.listen, "listen", ":8080", "`ADDR` to listen on; port 0 picks a free port")
+		f.stringVar(&s.metricsListen, "metrics-listen", "",
+			"serve /metrics on this `ADDR` only (say 127.0.0.1:9100), not on --listen; empty serves it on --listen")
 		f.durationVar(&s.retention, "retention", defaultRetention,
 			"remove disconnected and reconnect-required connections after this `DURATION`; 0 never")
 		f.durationVar(&s.pruneInterval, "prune-interval", time.Hour, "run retention every `DURATION`")
@@ -227,6 +230,11 @@ func (s *settings) check() error {
 	if s.groups&groupServe != 0 {
 		if err := checkListen(s.listen); err != nil {
 			return bad("listen", "%v", err)
+		}
+		if s.metricsListen != "" {
+			if err := checkListen(s.metricsListen); err != nil {
+				return bad("metrics-listen", "%v", err)
+			}
 		}
 		if s.retention < 0 {
 			return bad("retention", "%s is negative", s.retention)

@@ -61,10 +61,10 @@ func freeAddr(t *testing.T) string {
 }
 
 // startE2E makes a keyset and an admin API key with the CLI, then runs Main serve.
-func startE2E(t *testing.T) *e2e {
+func startE2E(t *testing.T, extra ...string) *e2e {
 	t.Helper()
 	e := newE2E(t)
-	e.serve(e2eOptions{})
+	e.serve(e2eOptions{args: extra})
 	return e
 }
 
@@ -438,5 +438,33 @@ func TestServe_KeyRotationOnline(t *testing.T) {
 		if r.Tokens.AccessToken.KeyID != after.PrimaryKeyID() || r.Tokens.RefreshToken.KeyID != after.PrimaryKeyID() {
 			t.Errorf("%s is sealed under %s/%s; want %s", r.ID, r.Tokens.AccessToken.KeyID, r.Tokens.RefreshToken.KeyID, after.PrimaryKeyID())
 		}
+	}
+}
+
+// TestServe_MetricsListen: with --metrics-listen, /metrics is served there alone, and the
+// public listener has none.
+func TestServe_MetricsListen(t *testing.T) {
+	maddr := freeAddr(t)
+	e := startE2E(t, "--metrics-listen", maddr)
+	e.connect("acme")
+	if code := e.call("GET", "/metrics", nil, nil); code != http.StatusNotFound {
+		t.Errorf("GET /metrics on the public listener: %d; want 404", code)
+	}
+	resp, err := http.Get("http://" + maddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "tokenkeeper_connections{state=\"active\"}") {
+		t.Errorf("GET /metrics on --metrics-listen: %d\n%.300s", resp.StatusCode, body)
+	}
+	resp, err = http.Get("http://" + maddr + "/v1/connections")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("GET /v1/connections on the metrics listener: %d; want 404", resp.StatusCode)
 	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/tokenkeeper/tokenkeeper"
 	"github.com/tokenkeeper/tokenkeeper/connect"
@@ -94,8 +96,12 @@ type service struct {
 	flow   *connect.Flow
 	srv    *http.Server
 	ln     net.Listener
-	log    *slog.Logger
-	s      *settings
+
+	// metrics serves /metrics alone on --metrics-listen; nil when it is empty.
+	metrics    *http.Server
+	metricsURL string
+	log        *slog.Logger
+	s          *settings
 
 	runCancel context.CancelFunc
 	runDone   chan error
@@ -201,7 +207,7 @@ func startService(ctx context.Context, s *settings, kf *keyFile, log *slog.Logge
 		Retention:  s.retention,
 		Ready:      readiness(st, watcher),
 		Registerer: reg,
-		Gatherer:   reg,
+		Gatherer:   mainGatherer(s, reg),
 		Logger:     log,
 	})
 	if err != nil {
@@ -224,7 +230,27 @@ func startService(ctx context.Context, s *settings, kf *keyFile, log *slog.Logge
 	}
 	svc = &service{
 		url: "http://" + ln.Addr().String(), store: st, keeper: k, flow: flow, ln: ln, log: log, s: s,
-		runDone: make(chan error, 1), serveErr: make(chan error, 1),
+		runDone: make(chan error, 1), serveErr: make(chan error, 2),
+	}
+	if s.metricsListen != "" {
+		mln, err := net.Listen("tcp", s.metricsListen)
+		if err != nil {
+			ln.Close()
+			k.Close()
+			return nil, &usageError{cmd: s.f.fs.Name(), err: fmt.Errorf("%s: %v", s.f.source("metrics-listen"), err)}
+		}
+		svc.metricsURL = "http://" + mln.Addr().String()
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}))
+		svc.metrics = &http.Server{
+			Handler:           mux,
+			ReadHeaderTimeout: 10 * time.Second,
+		}
+		go func() {
+			if err := svc.metrics.Serve(mln); !errors.Is(err, http.ErrServerClosed) {
+				svc.serveErr <- err
+			}
+		}()
 	}
 	svc.srv = &http.Server{
 		Handler:           svc.handlers.wrap(h),
@@ -244,8 +270,17 @@ func startService(ctx context.Context, s *settings, kf *keyFile, log *slog.Logge
 	go func() { svc.serveErr <- svc.srv.Serve(ln) }()
 	log.Info("tokenkeeper started", "listen", svc.url, "public_url", s.public.String(), "store", redactStore(s.store),
 		"provider", s.prov.Name, "api_url", s.prov.APIURL, "key_id", keys.PrimaryKeyID(),
-		"retention", shortDuration(s.retention))
+		"retention", shortDuration(s.retention), "metrics", cmp.Or(svc.metricsURL, svc.url)+"/metrics")
 	return svc, nil
+}
+
+// mainGatherer is what /metrics on --listen serves: the registry, unless --metrics-listen
+// moves it elsewhere (then there is no /metrics on the public listener).
+func mainGatherer(s *settings, reg *prometheus.Registry) prometheus.Gatherer {
+	if s.metricsListen != "" {
+		return nil
+	}
+	return reg
 }
 
 // wait serves until ctx is cancelled or the listener fails, then shuts down (shutdown).
@@ -282,6 +317,9 @@ func (svc *service) shutdown() error {
 	defer cancel()
 	var errs []error
 	svc.closeFresh()
+	if svc.metrics != nil {
+		svc.metrics.Close() // nothing to drain: a scrape is repeated by the next one
+	}
 	cut := 0
 	if err := svc.srv.Shutdown(sctx); err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {
