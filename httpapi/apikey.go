@@ -130,6 +130,7 @@ func (s *Server) revokeAPIKey(w http.ResponseWriter, r *http.Request, key *token
 		return err
 	}
 	ctx := r.Context()
+	defer s.keys.drop(id)
 	if err := s.cfg.APIKeys.RevokeAPIKey(ctx, id, s.now().UTC().Truncate(time.Microsecond)); err != nil {
 		return err
 	}

@@ -9,7 +9,8 @@ import (
 
 // authenticate checks the request's API key (Authorization: Bearer <key>,
 // RFC 6750 section 2.1) and that it allows scope. It reads the key's record
-// on every request, so a revocation takes effect on the next one. On
+// through the key cache (Config.APIKeyCacheTTL), and hashes and compares the
+// whole key on every request. On
 // failure it sets WWW-Authenticate (RFC 6750 section 3) and returns
 // CodeUnauthorized (no key, a malformed, unknown, wrong or revoked key: the
 // message does not say which of the last three) or CodeForbidden (a valid
@@ -34,7 +35,7 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request, scope toke
 	if err != nil {
 		return nil, invalid("the API key is malformed")
 	}
-	rec, err := s.cfg.APIKeys.GetAPIKey(r.Context(), id)
+	rec, err := s.keys.get(r.Context(), id)
 	switch {
 	case tokenkeeper.ErrorCode(err) == tokenkeeper.CodeNotFound:
 		return nil, invalid("the API key is not valid")

@@ -1,10 +1,12 @@
 package httpapi_test
 
 import (
+	"context"
 	"net/http"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tokenkeeper/tokenkeeper"
 	"github.com/tokenkeeper/tokenkeeper/httpapi"
@@ -107,9 +109,26 @@ func TestServer_Auth(t *testing.T) {
 		want(t, e.do(t, req{method: "GET", path: "/v1/connections", key: key}), http.StatusUnauthorized, tokenkeeper.CodeUnauthorized)
 	})
 	t.Run("KeyStoreDown", func(t *testing.T) {
+		fresh := e.newKey(t, "not yet seen", tokenkeeper.ScopeTokens)
 		restore := e.faults.inject("GetAPIKey", errUnavailable)
 		defer restore()
-		want(t, e.do(t, req{method: "GET", path: "/v1/connections", key: e.tokens}), http.StatusServiceUnavailable, tokenkeeper.CodeUnavailable)
+		want(t, e.do(t, req{method: "GET", path: "/v1/connections", key: fresh}), http.StatusServiceUnavailable, tokenkeeper.CodeUnavailable)
+		// A key read within the cache's TTL still works while the store is down.
+		want(t, e.do(t, req{method: "GET", path: "/v1/connections", key: e.tokens}), http.StatusOK, "")
+	})
+	t.Run("RevokedElsewhereWithinTTL", func(t *testing.T) {
+		// Revoked in the store by someone else (another replica, the CLI): this
+		// server reads the record again within APIKeyCacheTTL (2s).
+		key := e.newKey(t, "revoked elsewhere", tokenkeeper.ScopeTokens)
+		want(t, e.do(t, req{method: "GET", path: "/v1/connections", key: key}), http.StatusOK, "")
+		kid, _ := tokenkeeper.ParseAPIKey(key)
+		if err := e.store.RevokeAPIKey(context.Background(), kid, e.srv.Now()); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.srv.Advance(httpapi.DefaultAPIKeyCacheTTL + time.Millisecond); err != nil {
+			t.Fatal(err)
+		}
+		want(t, e.do(t, req{method: "GET", path: "/v1/connections", key: key}), http.StatusUnauthorized, tokenkeeper.CodeUnauthorized)
 	})
 }
 

@@ -81,9 +81,15 @@ type Config struct {
 	// Store serves the reads of connections (GetConnection and
 	// ListConnections only); their tokens are never sent.
 	Store tokenkeeper.Store
-	// APIKeys authenticates every /v1 call, with one read per request: a
-	// revoked key is refused from the next request on, with no cache.
+	// APIKeys authenticates every /v1 call. A key's record is read at most
+	// once per APIKeyCacheTTL: a key revoked through this server is refused
+	// from the next request on, one revoked elsewhere (another replica, the
+	// CLI on the store) within APIKeyCacheTTL.
 	APIKeys tokenkeeper.APIKeyStore
+	// APIKeyCacheTTL is how long a key's record is answered from memory.
+	// Zero means [DefaultAPIKeyCacheTTL] (2s); negative reads the store on
+	// every request.
+	APIKeyCacheTTL time.Duration
 	// Audit records each administrative action after it succeeded. If the
 	// entry cannot be appended the action stands (it already happened), the
 	// response is unchanged, and the failure is logged at error.

@@ -32,6 +32,7 @@ type Server struct {
 	// cookie's Path.
 	callbackPath string
 	secure       bool
+	keys         *keyCache
 }
 
 var _ http.Handler = (*Server)(nil)
@@ -44,6 +45,11 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, now: cfg.Now, mux: http.NewServeMux()}
+	ttl := cfg.APIKeyCacheTTL
+	if ttl == 0 {
+		ttl = DefaultAPIKeyCacheTTL
+	}
+	s.keys = &keyCache{ttl: ttl, now: s.now, store: cfg.APIKeys}
 	s.secure = cfg.PublicURL.Scheme == "https"
 	s.callbackPath = strings.TrimSuffix(cfg.PublicURL.Path, "/") + "/oauth/callback"
 	if cfg.Registerer != nil {

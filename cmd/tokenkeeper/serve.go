@@ -191,9 +191,10 @@ func startService(ctx context.Context, s *settings, kf *keyFile, log *slog.Logge
 		return nil, fmt.Errorf("start the connect flow: %w", err)
 	}
 	target, _ := url.Parse(s.prov.APIURL)
+	upstream := upstreamTransport()
 	px := &proxy.Proxy{
 		Target:    target,
-		Transport: func(id tokenkeeper.ConnectionID) http.RoundTripper { return k.Transport(id, nil) },
+		Transport: func(id tokenkeeper.ConnectionID) http.RoundTripper { return k.Transport(id, upstream) },
 		Logger:    log,
 	}
 	api, err := httpapi.New(httpapi.Config{
@@ -272,6 +273,18 @@ func startService(ctx context.Context, s *settings, kf *keyFile, log *slog.Logge
 		"provider", s.prov.Name, "api_url", s.prov.APIURL, "key_id", keys.PrimaryKeyID(),
 		"retention", shortDuration(s.retention), "metrics", cmp.Or(svc.metricsURL, svc.url)+"/metrics")
 	return svc, nil
+}
+
+// upstreamTransport is the proxy's connection pool to the provider's API: all proxied
+// calls go to one host, so it keeps many idle connections to it (http.DefaultTransport
+// keeps 2, and a busy proxy would open, and TLS-handshake, a new connection for most
+// calls).
+func upstreamTransport() *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConns = 256
+	t.MaxIdleConnsPerHost = 128
+	t.IdleConnTimeout = 90 * time.Second
+	return t
 }
 
 // mainGatherer is what /metrics on --listen serves: the registry, unless --metrics-listen
