@@ -117,12 +117,16 @@ type Session struct {
 // errors to codes (by result code or SQLSTATE, never by message).
 //
 // Text fields (ids, provider, subject, scopes, metadata keys and values,
-// the last error, key ids, owners, return URLs) must be valid UTF-8: a
-// write with invalid text fails with [CodeInvalid] naming the field and
-// stores nothing. Time bounds in filters and DeleteExpiredSessions are
-// exact to the nanosecond ("before" means strictly before the given time).
-// Whether a lease is unexpired is decided when the write is made (after
-// any wait for a lock), not when the call started.
+// the last error, key ids, owners, return URLs) must be valid UTF-8
+// without NUL bytes (U+0000, which PostgreSQL's text cannot hold; every
+// store refuses it alike, so that what one accepts the others do): a write
+// with such text fails with [CodeInvalid] naming the field and stores
+// nothing, and a lookup by such a key finds nothing. Sealed values and
+// hashes are bytes and may hold anything. Time bounds in filters and
+// DeleteExpiredSessions are exact to the nanosecond ("before" means
+// strictly before the given time). Whether a lease is unexpired is decided
+// when the write is made (after any wait for a lock), not when the call
+// started.
 //
 // Every method may also fail with [CodeUnavailable] (the database is busy
 // or down; retry) or [CodeInternal]. Implementations are safe for

@@ -20,8 +20,9 @@ const apiKeyColumns = `id, name, scopes, hash, created_at, revoked_at`
 // or scopes that [tokenkeeper.APIKey.Validate] refuses (a blank, over-long
 // or non-text name; no scope, or one that is not [tokenkeeper.Scope.Valid];
 // a hash that is not 32 bytes),
-// or if its ID, Name or a scope is not valid UTF-8 (the error names the
-// field). CodeConflict if a key with its ID exists. It does not modify k.
+// or if its ID, Name or a scope is not valid UTF-8 or holds a NUL byte
+// (the error names the field). CodeConflict if a key with its ID exists.
+// It does not modify k.
 func (s *Store) CreateAPIKey(ctx context.Context, k *tokenkeeper.APIKey) error {
 	if k == nil {
 		return fmt.Errorf("sqlite: create API key: %w", errInvalid("the API key is nil"))

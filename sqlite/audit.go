@@ -18,8 +18,9 @@ const auditColumns = `id, time, actor, action, connection_id, detail`
 // higher than that of every entry appended before, and never reused (the
 // table is AUTOINCREMENT). An ID already in e is ignored. It returns
 // CodeInvalid if e is nil, its Actor or Action is empty, or a text field
-// (Actor, Action, ConnectionID, Detail) is not valid UTF-8 (the error names
-// the field); e is then unchanged. It modifies only e.ID.
+// (Actor, Action, ConnectionID, Detail) is not valid UTF-8 or holds a NUL
+// byte (the error names the field); e is then unchanged. It modifies only
+// e.ID.
 func (s *Store) AppendAudit(ctx context.Context, e *tokenkeeper.AuditEntry) error {
 	if e == nil {
 		return fmt.Errorf("sqlite: append audit: %w", errInvalid("the audit entry is nil"))

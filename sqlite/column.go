@@ -4,6 +4,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -137,7 +138,8 @@ func scanRecord(row scanner) (*tokenkeeper.Record, error) {
 
 // recordArgs returns the values of rec's columns that writes set, in the
 // order of writeColumns: all but id and the lease. It returns CodeInvalid
-// if a text field of rec, the id included, is not valid UTF-8.
+// if a text field of rec, the id included, is not valid UTF-8 or holds a
+// NUL byte.
 func recordArgs(rec *tokenkeeper.Record) ([]any, error) {
 	if err := checkRecordText(rec); err != nil {
 		return nil, err
@@ -171,7 +173,7 @@ var writeColumns = []string{"provider", "subject", "scopes", "state", "degraded_
 	"pending_since", "pending_owner", "pending_unknown"}
 
 // checkRecordText returns a CodeInvalid error naming the first text field
-// of rec (but the Lease, which writes ignore) that is not valid UTF-8.
+// of rec (but the Lease, which writes ignore) that checkText refuses.
 // Stores hand back what they were given, and neither SQLite's JSON (Scopes
 // and Metadata go through encoding/json, which would replace the bytes with
 // U+FFFD) nor PostgreSQL's text (which refuses them) can keep such bytes.
@@ -197,8 +199,8 @@ func checkRecordText(rec *tokenkeeper.Record) error {
 		}
 	}
 	for k, v := range rec.Metadata {
-		if !utf8.ValidString(k) {
-			return errInvalid(fmt.Sprintf("the Metadata key %q is not valid UTF-8", k))
+		if err := checkText(fmt.Sprintf("the Metadata key %q", k), k); err != nil {
+			return err
 		}
 		if err := checkText(fmt.Sprintf("Metadata[%q]", k), v); err != nil {
 			return err
@@ -208,10 +210,15 @@ func checkRecordText(rec *tokenkeeper.Record) error {
 }
 
 // checkText returns a CodeInvalid error naming the field name unless v is
-// valid UTF-8.
+// valid UTF-8 without NUL bytes. SQLite's text could keep a NUL, but
+// PostgreSQL's cannot, and both stores must accept the same text (see
+// tokenkeeper.Store).
 func checkText(name, v string) error {
-	if !utf8.ValidString(v) {
+	switch {
+	case !utf8.ValidString(v):
 		return errInvalid(name + " is not valid UTF-8")
+	case strings.IndexByte(v, 0) >= 0:
+		return errInvalid(name + " holds a NUL byte (U+0000), which a store cannot keep as text")
 	}
 	return nil
 }

@@ -13,9 +13,9 @@ import (
 // connection's lease is held by nobody, with Fence 0). It returns
 // CodeInvalid if rec is nil, rec.Generation is not 1, or a text field of
 // rec (the id, Provider, Subject, State, LastError, a scope, a Metadata key
-// or value, a key id, Tokens.Scope, Pending.Owner) is not valid UTF-8; the
-// error names the field. It returns CodeConflict if the id exists. It does
-// not modify rec.
+// or value, a key id, Tokens.Scope, Pending.Owner) is not valid UTF-8 or
+// holds a NUL byte; the error names the field. It returns CodeConflict if
+// the id exists. It does not modify rec.
 func (s *Store) CreateConnection(ctx context.Context, rec *tokenkeeper.Record) error {
 	if rec == nil {
 		return fmt.Errorf("sqlite: create connection: %w", errInvalid("the record is nil"))
@@ -60,9 +60,9 @@ func getConnection(ctx context.Context, get *sql.Stmt, id tokenkeeper.Connection
 // UpdateConnection replaces every field of the stored connection rec.ID but
 // its lease with rec, if its generation is expect. It stores rec's
 // UpdatedAt and Generation as given. CodeInvalid, naming the field, if a
-// text field of rec is not valid UTF-8 (as for CreateConnection);
-// CodeNotFound if there is no such connection; CodeConflict if its
-// generation is not expect.
+// text field of rec is not valid UTF-8 or holds a NUL byte (as for
+// CreateConnection); CodeNotFound if there is no such connection;
+// CodeConflict if its generation is not expect.
 func (s *Store) UpdateConnection(ctx context.Context, rec *tokenkeeper.Record, expect int64) error {
 	if err := s.update(ctx, rec, expect, nil); err != nil {
 		return fmt.Errorf("sqlite: update connection %s: %w", recID(rec), err)

@@ -20,8 +20,8 @@ import (
 // If another owner holds an unexpired lease, it returns the zero Lease, the
 // record (whose Lease shows the holder and until when) and CodeUnavailable.
 // It returns CodeNotFound if there is no such connection, and CodeInvalid
-// for an empty owner, one that is not valid UTF-8, or a ttl that is not
-// positive.
+// for an empty owner, one that is not valid UTF-8 or holds a NUL byte, or
+// a ttl that is not positive.
 func (s *Store) AcquireLease(ctx context.Context, id tokenkeeper.ConnectionID, owner string, ttl time.Duration) (tokenkeeper.Lease, *tokenkeeper.Record, error) {
 	lease, rec, err := s.acquireLease(ctx, id, owner, ttl)
 	if err != nil {

@@ -13,9 +13,9 @@ import (
 
 // CreateSession stores the connect session s, keyed by its StateHash. It
 // returns CodeInvalid if s is nil, its StateHash is empty or a text field
-// (ConnectionID, ReturnURL, Verifier.KeyID) is not valid UTF-8, and
-// CodeConflict if a session with that StateHash exists. It does not modify
-// s.
+// (ConnectionID, ReturnURL, Verifier.KeyID) is not valid UTF-8 or holds a
+// NUL byte, and CodeConflict if a session with that StateHash exists. It
+// does not modify s.
 func (s *Store) CreateSession(ctx context.Context, sess *tokenkeeper.Session) error {
 	if sess == nil || len(sess.StateHash) == 0 {
 		return fmt.Errorf("sqlite: create session: %w", errInvalid("the session has no state hash"))

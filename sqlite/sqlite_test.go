@@ -219,6 +219,39 @@ func TestStore_InvalidUTF8(t *testing.T) {
 	}
 }
 
+// TestStore_NUL: SQLite's text could keep a NUL byte, but PostgreSQL's
+// cannot, so this store refuses one too (CodeInvalid naming the field) and
+// both stores accept the same text; sealed bytes keep theirs.
+// (storetest pins every field for every backend.)
+func TestStore_NUL(t *testing.T) {
+	s := open(t)
+	for field, set := range map[string]func(*tokenkeeper.Record){
+		`Metadata["k"]`:        func(r *tokenkeeper.Record) { r.Metadata = map[string]string{"k": "a\x00b"} },
+		`Metadata key "k\x00"`: func(r *tokenkeeper.Record) { r.Metadata = map[string]string{"k\x00": "x"} },
+		"Scopes[0]":            func(r *tokenkeeper.Record) { r.Scopes = []string{"\x00"} },
+		"LastError":            func(r *tokenkeeper.Record) { r.LastError = "x\x00" },
+	} {
+		rec := newRecord("c1")
+		set(rec)
+		err := s.CreateConnection(t.Context(), rec)
+		wantCode(t, field, err, tokenkeeper.CodeInvalid)
+		if err != nil && !strings.Contains(err.Error(), field) {
+			t.Errorf("%s: error %q does not name the field", field, err)
+		}
+	}
+	rec := newRecord("c1") // its access token's ciphertext starts with a NUL byte
+	if err := s.CreateConnection(t.Context(), rec); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.GetConnection(t.Context(), "c1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(rec.Tokens.AccessToken, got.Tokens.AccessToken); diff != "" {
+		t.Errorf("sealed access token (-want +got):\n%s", diff)
+	}
+}
+
 // TestListConnections_SubMicrosecondBound: a NextRefreshBefore bound with
 // a sub-microsecond part must select a connection whose (microsecond)
 // NextRefreshAt is strictly before it: the bound is rounded up, not

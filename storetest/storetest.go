@@ -59,6 +59,11 @@ import (
 //     name). Nothing is stored. Valid UTF-8 comes back byte for byte. The
 //     same holds for an APIKey's ID, Name and Scopes, and an AuditEntry's
 //     Actor, Action, ConnectionID and Detail.
+//   - So is text that holds a NUL byte (U+0000), in the same fields:
+//     PostgreSQL's text cannot hold one, so no store accepts one. A lookup
+//     by a key with a NUL byte (GetConnection, DeleteConnection,
+//     AcquireLease, GetAPIKey) is CodeNotFound, and ReleaseLease of an
+//     owner with one changes nothing, as for any key never stored.
 //   - UpdatedBefore, like the other bounds, is exact to the nanosecond, and
 //     a zero UpdatedAt is before every bound.
 //   - DeleteConnection of a connection that does not exist is CodeNotFound
@@ -101,6 +106,7 @@ func Run(t *testing.T, open func(t *testing.T) tokenkeeper.Store) {
 		{"RevokeAPIKey", revokeAPIKeyTests()},
 		{"AppendAudit", appendAuditTests()},
 		{"ListAudit", listAuditTests()},
+		{"NUL", nulTests()},
 	}
 	for _, g := range groups {
 		t.Run(g.name, func(t *testing.T) {
