@@ -14,6 +14,7 @@ import (
 	"github.com/tokenkeeper/tokenkeeper"
 	"github.com/tokenkeeper/tokenkeeper/connect"
 	"github.com/tokenkeeper/tokenkeeper/keeper"
+	"github.com/tokenkeeper/tokenkeeper/postgres"
 	"github.com/tokenkeeper/tokenkeeper/seal"
 	"github.com/tokenkeeper/tokenkeeper/sqlite"
 )
@@ -44,7 +45,8 @@ const (
 // openStore opens the --store, migrating it to the current schema first. With
 // existingStore, a SQLite path that does not exist is a usage error naming the setting
 // and the absolute path, and nothing is created; a postgres:// store is opened as given
-// either way (its database must exist; the schema is migrated).
+// either way (its database must exist; the schema is migrated), and a URL whose
+// settings pgx refuses is a usage error.
 func openStore(ctx context.Context, s *settings, mode storeMode) (backend, error) {
 	kind, where, err := parseStore(s.store)
 	if err != nil {
@@ -63,8 +65,14 @@ func openStore(ctx context.Context, s *settings, mode storeMode) (backend, error
 		}
 		return st, nil
 	default:
-		return nil, &usageError{cmd: s.f.fs.Name(), err: fmt.Errorf(
-			"%s: this build has no PostgreSQL store yet; use sqlite:PATH", s.f.source("store"))}
+		st, err := postgres.Open(ctx, where)
+		if tokenkeeper.ErrorCode(err) == tokenkeeper.CodeInvalid { // a URL setting pgx refuses
+			return nil, &usageError{cmd: s.f.fs.Name(), err: fmt.Errorf("%s: %v", s.f.source("store"), err)}
+		}
+		if err != nil {
+			return nil, fmt.Errorf("open store %s: %w", redactStore(s.store), err)
+		}
+		return st, nil
 	}
 }
 
