@@ -10,11 +10,13 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/oauth2"
 
 	"github.com/tokenkeeper/tokenkeeper"
 	"github.com/tokenkeeper/tokenkeeper/internal/oautherr"
+	"github.com/tokenkeeper/tokenkeeper/internal/providertext"
 )
 
 // exchange redeems code (RFC 6749 section 4.1.3) and returns the grant.
@@ -43,6 +45,8 @@ func (f *Flow) grant(id tokenkeeper.ConnectionID, tok *oauth2.Token, sent time.T
 		expiry = sent.Add(time.Duration(min(secs, maxExpiresIn)) * time.Second)
 	}
 	scope, _ := tok.Extra("scope").(string)
+	// Provider text: the store refuses NUL and invalid UTF-8.
+	scope = providertext.Clean(scope)
 	scopes := strings.Fields(scope)
 	if len(scopes) == 0 {
 		// RFC 6749 section 5.1: no scope means the scope requested.
@@ -161,7 +165,9 @@ func (f *Flow) introspect(ctx context.Context, access tokenkeeper.Secret) (strin
 	switch s := body.SubjectURN; {
 	case s == "":
 		return "", fmt.Errorf("introspect: GET %s: no subjectURN", endpoint)
-	case len(s) > maxSubjectLength || hasControl(s):
+	case len(s) > maxSubjectLength || s != providertext.Clean(s) || strings.ContainsRune(s, utf8.RuneError):
+		// An identifier is refused, not repaired: a changed subject would
+		// name somebody else.
 		return "", fmt.Errorf("introspect: GET %s: malformed subjectURN", endpoint)
 	}
 	return body.SubjectURN, nil

@@ -34,6 +34,16 @@ func TestFlow_grant(t *testing.T) {
 			wantExpiry: sent.Add(time.Minute), wantScopes: []string{"a:b", "c:d"}, wantScope: "a:b  c:d",
 		},
 		{
+			name:       "NULAndInvalidUTF8",
+			tok:        (&oauth2.Token{}).WithExtra(url.Values{"scope": {"users:read\x00x\xff test:test"}}),
+			wantScopes: []string{"users:readx\uFFFD", "test:test"}, wantScope: "users:readx\uFFFD test:test",
+		},
+		{
+			name:       "JSONNUL",
+			tok:        (&oauth2.Token{}).WithExtra(map[string]any{"scope": "users:read\u0000x"}),
+			wantScopes: []string{"users:readx"}, wantScope: "users:readx",
+		},
+		{
 			name:       "NoExpiresInNoScope",
 			tok:        (&oauth2.Token{}).WithExtra(map[string]any{}),
 			wantScopes: []string{"users:read", "test:test"}, wantScope: "users:read test:test",

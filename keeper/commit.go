@@ -5,12 +5,12 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
-	"strings"
 	"time"
 
 	"golang.org/x/oauth2"
 
 	"github.com/tokenkeeper/tokenkeeper"
+	"github.com/tokenkeeper/tokenkeeper/internal/providertext"
 )
 
 // errAgain tells ensure to decide again: the store changed under us.
@@ -33,7 +33,9 @@ func (k *Keeper) commit(e *entry, lh *leaseHolder, rec *tokenkeeper.Record, pres
 		refresh = presented // RFC 6749 section 6: the provider may keep it
 	}
 	scope, _ := tok.Extra("scope").(string)
-	scope = strings.ToValidUTF8(scope, "?") // provider text; the store refuses invalid UTF-8
+	// Provider text: the store refuses NUL and invalid UTF-8, and a refused
+	// commit would lose the pair just rotated.
+	scope = providertext.Clean(scope)
 	if scope == "" {
 		scope = rec.Tokens.Scope
 	}
@@ -91,11 +93,13 @@ func (k *Keeper) commit(e *entry, lh *leaseHolder, rec *tokenkeeper.Record, pres
 			k.log.Warn("refresh: the connection was reconnected during the refresh; the old grant's new tokens are discarded", "connection", e.id)
 			return nil, errAgain
 		}
-		if cur.Lease.Owner != k.cfg.Owner || cur.Lease.Fence != lh.lease().Fence || !time.Now().Before(cur.Lease.ExpiresAt) {
-			// We stalled past the lease. Nobody has refreshed since (the
-			// stored refresh token is the one we presented): take the lease
-			// back if we can, or else write without it, so that the only
-			// valid pair is not dropped.
+		if cur.Lease.Owner != k.cfg.Owner || cur.Lease.Fence != lh.lease().Fence || cur.Generation == base.Generation {
+			// We stalled past the lease: it is another's, or (the generation
+			// did not move, so the conflict was the lease) it ran out on the
+			// store's clock, which is not ours to compare with. Nobody has
+			// refreshed since (the stored refresh token is the one we
+			// presented): take the lease back if we can, or else write
+			// without it, so that the only valid pair is not dropped.
 			l, fresh, aerr := k.cfg.Store.AcquireLease(ctx, e.id, k.cfg.Owner, k.cfg.LeaseTTL)
 			switch {
 			case aerr == nil:

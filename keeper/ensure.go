@@ -44,7 +44,9 @@ func (k *Keeper) ensure(ctx context.Context, e *entry, f *flight) (*cached, erro
 		// A refusal (a 401 reported to Invalidate) of the current token asks
 		// for this refresh, unless an operator forces one anyway.
 		f.refused = !f.force && c != nil && f.isStale(c.token.Value)
-		pendingLive := !rec.Pending.IsZero() && rec.Lease.Owner != "" && time.Now().Before(rec.Lease.ExpiresAt)
+		// Only a hint (see lease.go): if the holder looks gone, we do not
+		// serve, and AcquireLease decides whether it is.
+		pendingLive := !rec.Pending.IsZero() && k.leaseLive(rec.Lease)
 		live := c != nil && (rec.Pending.IsZero() || pendingLive) // an unknown outcome may have killed it
 		if live {
 			e.publish(c, versionOf(rec)) // keep serving within the promise while we wait
@@ -98,9 +100,11 @@ func (k *Keeper) due(f *flight, rec *tokenkeeper.Record, c *cached, now time.Tim
 		return true, true
 	case c == nil:
 		return true, true // no token: nothing is promised
-	case !rec.Pending.IsZero() && (rec.Lease.Owner == "" || !time.Now().Before(rec.Lease.ExpiresAt)):
+	case !rec.Pending.IsZero() && !k.leaseLive(rec.Lease):
 		// A refresh was sent and nobody knows its outcome: the current
-		// access token may be dead already. Resolve before serving it.
+		// access token may be dead already. Resolve before serving it. The
+		// lease looking expired is a hint on a skewed clock: this only sends
+		// us to AcquireLease, which fails while the holder is alive.
 		return true, true
 	case f.isStale(c.token.Value):
 		return true, true
@@ -159,19 +163,35 @@ func (k *Keeper) leaseAndRefresh(ctx, wait context.Context, e *entry, f *flight,
 }
 
 // waitForHolder polls until the lease holder in rec lets go (its refresh
-// committed or failed, or its lease expired).
+// committed or failed, or its lease ran out). rec comes from an
+// AcquireLease that found the lease held, so on the local clock the lease
+// ends within LeaseTTL unless renewed; each renewal seen moves that bound.
+// ExpiresAt only shortens the wait when it is plausible (see lease.go): a
+// skewed clock costs at most one lease period, and when the wait ends,
+// AcquireLease decides.
 func (k *Keeper) waitForHolder(ctx context.Context, id tokenkeeper.ConnectionID, rec *tokenkeeper.Record) error {
+	seen := rec.Lease
+	deadline := k.leaseDeadline(seen, time.Now())
 	interval := 20 * time.Millisecond
 	for {
-		if err := sleep(ctx, interval+rand.N(interval), nil); err != nil {
+		d := min(interval+rand.N(interval), max(time.Until(deadline), time.Millisecond))
+		if err := sleep(ctx, d, nil); err != nil {
 			return k.ctxError(id, err)
 		}
 		cur, err := k.cfg.Store.GetConnection(ctx, id)
 		if err != nil {
 			return k.storeError(id, "read", err)
 		}
-		if cur.Generation != rec.Generation || cur.Lease.Fence != rec.Lease.Fence || !time.Now().Before(cur.Lease.ExpiresAt) || cur.Lease.Owner == "" {
+		if cur.Generation != rec.Generation || cur.Lease.Fence != rec.Lease.Fence || cur.Lease.Owner == "" {
 			return nil
+		}
+		now := time.Now()
+		if !cur.Lease.ExpiresAt.Equal(seen.ExpiresAt) {
+			seen = cur.Lease // renewed since the last look: held until at most LeaseTTL from now
+			deadline = k.leaseDeadline(seen, now)
+		}
+		if !now.Before(deadline) {
+			return nil // not renewed for a lease period: ask AcquireLease
 		}
 		interval = min(2*interval, 250*time.Millisecond)
 	}

@@ -232,3 +232,54 @@ func TestReview2_UnstorableScopeDoesNotStallTheCommit(t *testing.T) {
 		t.Fatal("Token did not return the refreshed access token")
 	}
 }
+
+// A refresh answer whose scope holds NUL or invalid UTF-8 (which both
+// stores refuse) is committed with the scope cleaned: the rotated pair is
+// stored, not lost.
+func TestKeeper_ProviderScopeIsCleaned(t *testing.T) {
+	for _, tc := range []struct{ name, ctype, body, want string }{
+		{"JSON", "application/json", `{"access_token":"new-access","refresh_token":"new-refresh","token_type":"Bearer","expires_in":900,"scope":"users:read\u0000x"}`, "users:readx"},
+		{"Form", "application/x-www-form-urlencoded", "access_token=new-access&refresh_token=new-refresh&token_type=Bearer&expires_in=900&scope=users%3Aread%00x%FF", "users:readx\uFFFD"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			e.connect("acme")
+			fake := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				_, _ = io.Copy(io.Discard, r.Body)
+				w.Header().Set("Content-Type", tc.ctype)
+				_, _ = io.WriteString(w, tc.body)
+			}))
+			defer fake.Close()
+			cfg := fastConfig()
+			cfg.Store, cfg.Sealer = e.store, e.ring
+			cfg.Provider = tokenkeeper.CustomProvider(fake.URL+"/oauth/authorize", fake.URL+"/oauth/token", e.srv.APIURL)
+			cfg.ClientID, cfg.ClientSecret = e.client.ID, tokenkeeper.NewSecret(e.client.Secret)
+			cfg.Now = e.srv.Now
+			cfg.Logger = slog.New(slog.NewJSONHandler(e.logs, nil))
+			k, err := keeper.New(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer k.Close()
+			e.expire("acme")
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			tok, err := k.Token(ctx, "acme")
+			if err != nil {
+				t.Fatalf("Token: %v", err)
+			}
+			if tok.Value.Reveal() != "new-access" {
+				t.Fatal("Token did not return the refreshed access token")
+			}
+			rec := e.record("acme")
+			if rec.Tokens.Scope != tc.want || !rec.Pending.IsZero() {
+				t.Errorf("stored scope %q, pending %+v; want %q, none", rec.Tokens.Scope, rec.Pending, tc.want)
+			}
+			// The stored pair is the new one: another keeper reads it.
+			got, err := keeper.LoadToken(ctx, e.k, "acme")
+			if err != nil || got.Value.Reveal() != "new-access" {
+				t.Errorf("stored access token: err %v; want the refreshed one", err)
+			}
+		})
+	}
+}
