@@ -590,11 +590,22 @@ func (c *chaos) settle() {
 		return true
 	})
 	// Past every cooldown (NextRefreshAt) and promise, in steps of at most 5%
-	// of the lifetime.
+	// of the lifetime: the store's, and each keeper's cached one. An
+	// operator's Refresh or Invalidate through one keeper breaks the promise
+	// of a token the others still cache, and they serve it until that
+	// promise ends (docs/design.md, "Coherence between processes"); the new
+	// token's promise, planned at 75-85% of its lifetime, may end before
+	// the old one's when the clock barely moved in between.
 	var target time.Time
-	for i := range c.ids {
+	for i, id := range c.ids {
 		rec := e.record(c.ids[i])
-		for _, at := range []time.Time{rec.NextRefreshAt, rec.Tokens.ExpiresAt.Add(chaosGrace)} {
+		ats := []time.Time{rec.NextRefreshAt, rec.Tokens.ExpiresAt.Add(chaosGrace)}
+		for _, kp := range c.ks {
+			if tok, ok := keeper.CachedToken(kp, id); ok {
+				ats = append(ats, tok.ExpiresAt.Add(chaosGrace))
+			}
+		}
+		for _, at := range ats {
 			if at.After(target) {
 				target = at
 			}

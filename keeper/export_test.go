@@ -27,3 +27,18 @@ func LoadToken(ctx context.Context, k *Keeper, id tokenkeeper.ConnectionID) (tok
 // SetPrunePageSize sets how many connections each of Prune's listings
 // asks for (200 otherwise). Call it before any use.
 func SetPrunePageSize(k *Keeper, n int) { k.prunePage = n }
+
+// CachedToken returns the token k holds in memory for id, if any, without
+// reading the store or refreshing: what Token's hot path would hand out
+// while now is before its ExpiresAt.
+func CachedToken(k *Keeper, id tokenkeeper.ConnectionID) (tokenkeeper.AccessToken, bool) {
+	v, ok := k.entries.Load(id)
+	if !ok {
+		return tokenkeeper.AccessToken{}, false
+	}
+	c := v.(*entry).cur.Load()
+	if c == nil {
+		return tokenkeeper.AccessToken{}, false
+	}
+	return c.token, true
+}
