@@ -3,6 +3,7 @@ package httpapi
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tokenkeeper/tokenkeeper"
@@ -24,6 +25,9 @@ type keyCache struct {
 	now   func() time.Time
 	store tokenkeeper.APIKeyStore
 	m     sync.Map // tokenkeeper.APIKeyID -> *cachedKey
+	// drops counts drop calls: a read that overlapped one does not cache its
+	// record, which may predate the revocation.
+	drops atomic.Int64
 }
 
 type cachedKey struct {
@@ -42,9 +46,10 @@ func (c *keyCache) get(ctx context.Context, id tokenkeeper.APIKeyID) (*tokenkeep
 			return ck.rec, nil
 		}
 	}
+	drops := c.drops.Load()
 	rec, err := c.store.GetAPIKey(ctx, id)
 	switch {
-	case err == nil:
+	case err == nil && c.drops.Load() == drops:
 		c.m.Store(id, &cachedKey{rec: rec, until: now.Add(c.ttl)})
 	case tokenkeeper.ErrorCode(err) == tokenkeeper.CodeNotFound:
 		c.m.Delete(id)
@@ -52,5 +57,9 @@ func (c *keyCache) get(ctx context.Context, id tokenkeeper.APIKeyID) (*tokenkeep
 	return rec, err
 }
 
-// drop forgets id, after this server revoked it.
-func (c *keyCache) drop(id tokenkeeper.APIKeyID) { c.m.Delete(id) }
+// drop forgets id, after this server revoked it. A read of the store that
+// began before the drop does not cache what it read.
+func (c *keyCache) drop(id tokenkeeper.APIKeyID) {
+	c.drops.Add(1)
+	c.m.Delete(id)
+}
