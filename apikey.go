@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base32"
+	"fmt"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -144,10 +145,28 @@ func ParseAPIKey(key Secret) (APIKeyID, error) {
 	return APIKeyID(id), nil
 }
 
-// Validate reports whether k can be stored: a valid name, at least one
-// scope, every scope valid, and a SHA-256 hash. It returns a [CodeInvalid]
+// Validate reports whether k can be stored: an id, text fields that
+// [CheckStoredText] accepts, a valid name, at least one scope, every scope
+// valid, and a SHA-256 hash. It returns a [CodeInvalid]
 // error naming what is wrong.
 func (k *APIKey) Validate() error {
+	if err := CheckStoredText("ID", string(k.ID)); err != nil {
+		return err
+	}
+	if err := CheckStoredText("Name", k.Name); err != nil {
+		return err
+	}
+	for i, sc := range k.Scopes {
+		if err := CheckStoredText(fmt.Sprintf("Scopes[%d]", i), string(sc)); err != nil {
+			return err
+		}
+	}
+	switch {
+	case k.ID == "":
+		return Errorf(CodeInvalid, "the API key has no ID")
+	case len(k.Hash) == 0:
+		return Errorf(CodeInvalid, "the API key has no hash")
+	}
 	if err := validAPIKeyName(k.Name); err != nil {
 		return err
 	}

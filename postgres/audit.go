@@ -43,25 +43,7 @@ func (s *Store) AppendAudit(ctx context.Context, e *tokenkeeper.AuditEntry) erro
 }
 
 // checkAudit returns a CodeInvalid error if e cannot be stored.
-func checkAudit(e *tokenkeeper.AuditEntry) error {
-	for _, f := range []struct{ name, v string }{
-		{"Actor", e.Actor},
-		{"Action", e.Action},
-		{"ConnectionID", string(e.ConnectionID)},
-		{"Detail", e.Detail},
-	} {
-		if err := checkText(f.name, f.v); err != nil {
-			return err
-		}
-	}
-	switch {
-	case e.Actor == "":
-		return errInvalid("the audit entry has no Actor")
-	case e.Action == "":
-		return errInvalid("the audit entry has no Action")
-	}
-	return nil
-}
+func checkAudit(e *tokenkeeper.AuditEntry) error { return e.Validate() }
 
 // ListAudit returns up to f.Limit entries that pass f, newest (highest ID)
 // first. A zero or negative Limit means [DefaultLimit]; a Limit over

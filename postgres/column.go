@@ -1,10 +1,7 @@
 package postgres
 
 import (
-	"fmt"
-	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
@@ -144,50 +141,12 @@ func recordArgs(rec *tokenkeeper.Record) ([]any, error) {
 
 // checkRecordText returns a CodeInvalid error naming the first text field
 // of rec (but the Lease, which writes ignore) that checkText refuses.
-func checkRecordText(rec *tokenkeeper.Record) error {
-	for _, f := range []struct{ name, v string }{
-		{"ID", string(rec.ID)},
-		{"Provider", rec.Provider},
-		{"Subject", rec.Subject},
-		{"State", string(rec.State)},
-		{"LastError", rec.LastError},
-		{"Tokens.AccessToken.KeyID", rec.Tokens.AccessToken.KeyID},
-		{"Tokens.RefreshToken.KeyID", rec.Tokens.RefreshToken.KeyID},
-		{"Tokens.Scope", rec.Tokens.Scope},
-		{"Pending.Owner", rec.Pending.Owner},
-	} {
-		if err := checkText(f.name, f.v); err != nil {
-			return err
-		}
-	}
-	for i, v := range rec.Scopes {
-		if err := checkText(fmt.Sprintf("Scopes[%d]", i), v); err != nil {
-			return err
-		}
-	}
-	for k, v := range rec.Metadata {
-		if err := checkText(fmt.Sprintf("the Metadata key %q", k), k); err != nil {
-			return err
-		}
-		if err := checkText(fmt.Sprintf("Metadata[%q]", k), v); err != nil {
-			return err
-		}
-	}
-	return nil
-}
+func checkRecordText(rec *tokenkeeper.Record) error { return rec.CheckText() }
 
 // checkText returns a CodeInvalid error naming the field name unless v can
 // be stored as text: valid UTF-8 without NUL bytes. PostgreSQL's text (and
 // jsonb) refuses both, with an error that would not name the field.
-func checkText(name, v string) error {
-	switch {
-	case !utf8.ValidString(v):
-		return errInvalid(name + " is not valid UTF-8")
-	case strings.IndexByte(v, 0) >= 0:
-		return errInvalid(name + " holds a NUL byte (U+0000), which a store cannot keep as text")
-	}
-	return nil
-}
+func checkText(name, v string) error { return tokenkeeper.CheckStoredText(name, v) }
 
 // storable reports whether v passes checkText. A lookup by a key that is
 // not storable finds nothing, as it would in a store that compares bytes,

@@ -4,9 +4,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
-	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/tokenkeeper/tokenkeeper"
 )
@@ -177,48 +175,10 @@ var writeColumns = []string{"provider", "subject", "scopes", "state", "degraded_
 // Stores hand back what they were given, and neither SQLite's JSON (Scopes
 // and Metadata go through encoding/json, which would replace the bytes with
 // U+FFFD) nor PostgreSQL's text (which refuses them) can keep such bytes.
-func checkRecordText(rec *tokenkeeper.Record) error {
-	for _, f := range []struct{ name, v string }{
-		{"ID", string(rec.ID)},
-		{"Provider", rec.Provider},
-		{"Subject", rec.Subject},
-		{"State", string(rec.State)},
-		{"LastError", rec.LastError},
-		{"Tokens.AccessToken.KeyID", rec.Tokens.AccessToken.KeyID},
-		{"Tokens.RefreshToken.KeyID", rec.Tokens.RefreshToken.KeyID},
-		{"Tokens.Scope", rec.Tokens.Scope},
-		{"Pending.Owner", rec.Pending.Owner},
-	} {
-		if err := checkText(f.name, f.v); err != nil {
-			return err
-		}
-	}
-	for i, v := range rec.Scopes {
-		if err := checkText(fmt.Sprintf("Scopes[%d]", i), v); err != nil {
-			return err
-		}
-	}
-	for k, v := range rec.Metadata {
-		if err := checkText(fmt.Sprintf("the Metadata key %q", k), k); err != nil {
-			return err
-		}
-		if err := checkText(fmt.Sprintf("Metadata[%q]", k), v); err != nil {
-			return err
-		}
-	}
-	return nil
-}
+func checkRecordText(rec *tokenkeeper.Record) error { return rec.CheckText() }
 
 // checkText returns a CodeInvalid error naming the field name unless v is
 // valid UTF-8 without NUL bytes. SQLite's text could keep a NUL, but
 // PostgreSQL's cannot, and both stores must accept the same text (see
 // tokenkeeper.Store).
-func checkText(name, v string) error {
-	switch {
-	case !utf8.ValidString(v):
-		return errInvalid(name + " is not valid UTF-8")
-	case strings.IndexByte(v, 0) >= 0:
-		return errInvalid(name + " holds a NUL byte (U+0000), which a store cannot keep as text")
-	}
-	return nil
-}
+func checkText(name, v string) error { return tokenkeeper.CheckStoredText(name, v) }
