@@ -408,3 +408,18 @@ func newRecord(id tokenkeeper.ConnectionID) *tokenkeeper.Record {
 		},
 	}
 }
+
+// TestPing: Ping answers on an open store, and fails once it is closed.
+func TestPing(t *testing.T) {
+	s, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "tk.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Ping(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if err := s.Ping(t.Context()); err == nil {
+		t.Fatal("Ping on a closed store succeeded")
+	}
+}

@@ -277,3 +277,14 @@ func dsn(path string, extra ...string) string {
 func (s *Store) Close() error {
 	return errors.Join(s.closeStmts(), s.read.Close(), s.write.Close())
 }
+
+var _ tokenkeeper.Pinger = (*Store)(nil)
+
+// Ping checks that the database file can be read, within ctx.
+func (s *Store) Ping(ctx context.Context) error {
+	var one int
+	if err := s.read.QueryRowContext(ctx, "SELECT 1").Scan(&one); err != nil {
+		return fmt.Errorf("sqlite: ping: %w", mapErr(err))
+	}
+	return nil
+}

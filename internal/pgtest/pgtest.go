@@ -1,0 +1,81 @@
+// Package pgtest gives tests a throwaway PostgreSQL database on the test
+// server: TOKENKEEPER_TEST_POSTGRES_URL, or the local one at 127.0.0.1:5432
+// (trust auth). A test that needs one skips, with a message that says how
+// to provide it, when the server cannot be reached, unless CI is true (then
+// it fails). It is for tests only.
+package pgtest
+
+import (
+	"cmp"
+	"context"
+	"crypto/rand"
+	"errors"
+	"net"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// DefaultURL is the server used when TOKENKEEPER_TEST_POSTGRES_URL is unset.
+const DefaultURL = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+
+// ServerURL returns the test server's URL (a database on it that exists).
+func ServerURL() string {
+	return cmp.Or(os.Getenv("TOKENKEEPER_TEST_POSTGRES_URL"), DefaultURL)
+}
+
+// Connect connects to the test server, or skips t (fails it under CI=true)
+// if the server cannot be reached. The connection is closed when t ends.
+func Connect(t testing.TB) *pgx.Conn {
+	t.Helper()
+	base := ServerURL()
+	u, err := url.Parse(base)
+	if err != nil {
+		t.Fatal("TOKENKEEPER_TEST_POSTGRES_URL is not a postgres:// URL")
+	}
+	conn, err := pgx.Connect(context.Background(), base)
+	if err != nil {
+		var ne net.Error
+		var pe *pgconn.PgError
+		if errors.As(err, &ne) && !errors.As(err, &pe) {
+			msg := "PostgreSQL not reachable at " + u.Redacted() + " (" + err.Error() + "); start it or set TOKENKEEPER_TEST_POSTGRES_URL"
+			if ci, _ := strconv.ParseBool(os.Getenv("CI")); ci {
+				t.Fatal(msg + " (CI is true: not skipping)")
+			}
+			t.Skip(msg)
+		}
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}
+
+// Database creates a database named "tk_test_<prefix>_<random>" on the
+// test server, dropped (WITH FORCE) when t ends, and returns its URL.
+func Database(t testing.TB, prefix string) string {
+	t.Helper()
+	conn := Connect(t)
+	name := "tk_test_" + prefix + "_" + strings.ToLower(rand.Text()[:12])
+	if _, err := conn.Exec(context.Background(), "CREATE DATABASE "+name); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		conn, err := pgx.Connect(context.Background(), ServerURL())
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer conn.Close(context.Background())
+		if _, err := conn.Exec(context.Background(), "DROP DATABASE "+name+" WITH (FORCE)"); err != nil {
+			t.Error(err)
+		}
+	})
+	u, _ := url.Parse(ServerURL())
+	u.Path = "/" + name
+	return u.String()
+}
