@@ -12,9 +12,12 @@ import (
 )
 
 // refreshLeased runs the refresh of rec while holding lease: the marker,
-// the attempts with backoff, and the settling of the outcome.
-func (k *Keeper) refreshLeased(ctx context.Context, e *entry, f *flight, lease tokenkeeper.Lease, rec *tokenkeeper.Record, lockWait time.Duration) (*cached, error) {
-	lh := k.holdLease(e.id, lease)
+// the attempts with backoff, and the settling of the outcome. wait (ctx,
+// also ended by Close) bounds the wait for the rate limit before the first
+// attempt, when nothing has been sent; after that only ctx counts. asked is
+// when the AcquireLease that granted lease was called.
+func (k *Keeper) refreshLeased(ctx, wait context.Context, e *entry, f *flight, lease tokenkeeper.Lease, asked time.Time, rec *tokenkeeper.Record, lockWait time.Duration) (*cached, error) {
+	lh := k.holdLease(e.id, lease, asked)
 	defer lh.stop()
 
 	refresh, err := k.open(rec, tokenkeeper.FieldRefreshToken)
@@ -40,10 +43,12 @@ func (k *Keeper) refreshLeased(ctx context.Context, e *entry, f *flight, lease t
 	var last result
 	limit, extra := k.cfg.MaxAttempts, false
 	for attempt := 1; attempt <= limit; attempt++ {
-		if attempt > 1 {
-			if err := k.limiter.Wait(ctx); err != nil {
-				break
+		if attempt == 1 {
+			if err := k.limiter.Wait(wait); err != nil {
+				return nil, k.ctxError(e.id, err) // nothing was sent
 			}
+		} else if err := k.limiter.Wait(ctx); err != nil {
+			break
 		}
 		if lh.lost.Load() {
 			if attempt == 1 {
@@ -60,6 +65,18 @@ func (k *Keeper) refreshLeased(ctx context.Context, e *entry, f *flight, lease t
 			break
 		}
 		rec = marked
+		if !lh.valid() {
+			// The lease may have run out since it was last renewed (a stall:
+			// a GC pause, SIGSTOP, a slow renewal): another process may hold
+			// it and be refreshing. Send nothing; the marker tells the next
+			// holder that this attempt's outcome is unknown, and it was in
+			// fact never sent.
+			k.log.Warn("refresh: lease not surely held any more; nothing sent", "connection", e.id)
+			if attempt == 1 {
+				return nil, tokenkeeper.Errorf(tokenkeeper.CodeUnavailable, "connection %s: lease ran out before sending; nothing was sent", e.id)
+			}
+			break
+		}
 		k.step("sending", e.id)
 		sentAt := k.now()
 		start := time.Now()
@@ -191,22 +208,56 @@ func deadReason(unknown bool, r result) string {
 
 // leaseHolder renews a lease in the background while a refresh runs.
 type leaseHolder struct {
-	k     *Keeper
-	id    tokenkeeper.ConnectionID
-	cur   atomic.Pointer[tokenkeeper.Lease]
-	lost  atomic.Bool
-	done  chan struct{}
-	ended chan struct{}
+	k    *Keeper
+	id   tokenkeeper.ConnectionID
+	cur  atomic.Pointer[tokenkeeper.Lease]
+	lost atomic.Bool
+	// base and granted track, on the local monotonic clock, when the
+	// latest grant of the lease (acquisition or renewal) was asked for:
+	// the store set its expiry LeaseTTL after a moment no earlier than
+	// that, so the lease surely lasts until granted + LeaseTTL whatever
+	// the clocks say.
+	base    time.Time
+	granted atomic.Int64 // nanoseconds since base
+	done    chan struct{}
+	ended   chan struct{}
 }
 
-func (k *Keeper) holdLease(id tokenkeeper.ConnectionID, l tokenkeeper.Lease) *leaseHolder {
-	h := &leaseHolder{k: k, id: id, done: make(chan struct{}), ended: make(chan struct{})}
+// holdLease starts renewing l, which an AcquireLease called at asked
+// granted.
+func (k *Keeper) holdLease(id tokenkeeper.ConnectionID, l tokenkeeper.Lease, asked time.Time) *leaseHolder {
+	h := &leaseHolder{k: k, id: id, base: asked, done: make(chan struct{}), ended: make(chan struct{})}
 	h.cur.Store(&l)
 	go h.renew()
 	return h
 }
 
 func (h *leaseHolder) lease() tokenkeeper.Lease { return *h.cur.Load() }
+
+// grant records a grant of the lease asked for at asked.
+func (h *leaseHolder) grant(asked time.Time) {
+	d := int64(asked.Sub(h.base))
+	for {
+		old := h.granted.Load()
+		if d <= old || h.granted.CompareAndSwap(old, d) {
+			return
+		}
+	}
+}
+
+// valid reports whether the lease is surely still held: not lost, and
+// asked for (acquired or last renewed) less than two thirds of LeaseTTL
+// ago. Renewals come every third of LeaseTTL, so a holder that is not
+// stalled always passes; one that stalled (a GC pause, SIGSTOP, renewals
+// failing) past that does not send, whatever it believes. The margin of a
+// third of LeaseTTL covers the moments between this check and the request
+// leaving.
+func (h *leaseHolder) valid() bool {
+	if h.lost.Load() {
+		return false
+	}
+	return time.Since(h.base) < time.Duration(h.granted.Load())+2*h.k.cfg.LeaseTTL/3
+}
 
 func (h *leaseHolder) renew() {
 	defer close(h.ended)
@@ -219,11 +270,13 @@ func (h *leaseHolder) renew() {
 		case <-t.C:
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), h.k.cfg.LeaseTTL/3)
+		asked := time.Now()
 		l, err := h.k.cfg.Store.RenewLease(ctx, h.id, h.lease(), h.k.cfg.LeaseTTL)
 		cancel()
 		switch {
 		case err == nil:
 			h.cur.Store(&l)
+			h.grant(asked)
 		case tokenkeeper.ErrorCode(err) == tokenkeeper.CodeConflict:
 			if !h.lost.Swap(true) {
 				h.k.log.Error("refresh: lease lost while refreshing", "connection", h.id)
@@ -234,9 +287,11 @@ func (h *leaseHolder) renew() {
 	}
 }
 
-// replace installs a lease re-acquired after the old one was lost.
-func (h *leaseHolder) replace(l tokenkeeper.Lease) {
+// replace installs a lease re-acquired (asked for at asked) after the old
+// one was lost.
+func (h *leaseHolder) replace(l tokenkeeper.Lease, asked time.Time) {
 	h.cur.Store(&l)
+	h.grant(asked)
 	h.lost.Store(false)
 }
 

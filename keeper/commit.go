@@ -100,10 +100,11 @@ func (k *Keeper) commit(e *entry, lh *leaseHolder, rec *tokenkeeper.Record, pres
 			// refreshed since (the stored refresh token is the one we
 			// presented): take the lease back if we can, or else write
 			// without it, so that the only valid pair is not dropped.
+			asked := time.Now()
 			l, fresh, aerr := k.cfg.Store.AcquireLease(ctx, e.id, k.cfg.Owner, k.cfg.LeaseTTL)
 			switch {
 			case aerr == nil:
-				lh.replace(l)
+				lh.replace(l, asked)
 				cur = fresh
 			case tokenkeeper.ErrorCode(aerr) == tokenkeeper.CodeUnavailable && fresh != nil:
 				next := k.committed(cur, sealed, sentAt)

@@ -44,10 +44,9 @@ func (k *Keeper) ensure(ctx context.Context, e *entry, f *flight) (*cached, erro
 		// A refusal (a 401 reported to Invalidate) of the current token asks
 		// for this refresh, unless an operator forces one anyway.
 		f.refused = !f.force && c != nil && f.isStale(c.token.Value)
-		// Only a hint (see lease.go): if the holder looks gone, we do not
-		// serve, and AcquireLease decides whether it is.
-		pendingLive := !rec.Pending.IsZero() && k.leaseLive(rec.Lease)
-		live := c != nil && (rec.Pending.IsZero() || pendingLive) // an unknown outcome may have killed it
+		// A refresh in flight anywhere (the marker) is about to kill the
+		// current token, or has: serve it no more.
+		live := c != nil && rec.Pending.IsZero()
 		if live {
 			e.publish(c, versionOf(rec)) // keep serving within the promise while we wait
 		} else {
@@ -100,11 +99,13 @@ func (k *Keeper) due(f *flight, rec *tokenkeeper.Record, c *cached, now time.Tim
 		return true, true
 	case c == nil:
 		return true, true // no token: nothing is promised
-	case !rec.Pending.IsZero() && !k.leaseLive(rec.Lease):
-		// A refresh was sent and nobody knows its outcome: the current
-		// access token may be dead already. Resolve before serving it. The
-		// lease looking expired is a hint on a skewed clock: this only sends
-		// us to AcquireLease, which fails while the holder is alive.
+	case !rec.Pending.IsZero():
+		// A refresh was sent, or is about to be. If its holder lives, the
+		// current token dies with its answer: wait for it (AcquireLease
+		// finds the lease held). If not, nobody knows the outcome: resolve
+		// before serving. Scheduled refreshes are only sent once the
+		// promise has ended; a marker within the promise is an operator's
+		// forced refresh or one a 401 asked for, elsewhere.
 		return true, true
 	case f.isStale(c.token.Value):
 		return true, true
@@ -120,16 +121,27 @@ func (k *Keeper) due(f *flight, rec *tokenkeeper.Record, c *cached, now time.Tim
 
 // leaseAndRefresh takes the lease (waiting for another holder), re-reads,
 // and refreshes. again means: go round, the world changed.
+//
+// The concurrency cap is taken before the lease, so that a keeper holds
+// (and renews) at most MaxConcurrentRefreshes leases at once; it is given
+// back while waiting for another process's lease. The rate limit is taken
+// only after the lease, by the holder (see refreshLeased): a keeper never
+// spends its limit on a connection another process is refreshing, so N
+// processes refresh a mass expiry N times as fast as one.
 func (k *Keeper) leaseAndRefresh(ctx, wait context.Context, e *entry, f *flight, rec *tokenkeeper.Record) (c *cached, again bool, err error) {
-	if err := k.limiter.Wait(wait); err != nil {
-		return nil, false, k.ctxError(e.id, err)
-	}
 	select {
 	case k.sem <- struct{}{}:
-		defer func() { <-k.sem }()
 	case <-wait.Done():
 		return nil, false, k.ctxError(e.id, wait.Err())
 	}
+	slot := true
+	giveBack := func() {
+		if slot {
+			slot = false
+			<-k.sem
+		}
+	}
+	defer giveBack()
 	if err := wait.Err(); err != nil { // select picks at random when both are ready
 		return nil, false, k.ctxError(e.id, err)
 	}
@@ -137,6 +149,7 @@ func (k *Keeper) leaseAndRefresh(ctx, wait context.Context, e *entry, f *flight,
 	lease, fresh, err := k.cfg.Store.AcquireLease(ctx, e.id, k.cfg.Owner, k.cfg.LeaseTTL)
 	if tokenkeeper.ErrorCode(err) == tokenkeeper.CodeUnavailable && fresh != nil && fresh.Lease.Owner != k.cfg.Owner {
 		// Another process refreshes: wait for it to finish, then re-read.
+		giveBack()
 		held := time.Now()
 		err := k.waitForHolder(wait, e.id, fresh)
 		f.heldWait += time.Since(held)
@@ -155,7 +168,7 @@ func (k *Keeper) leaseAndRefresh(ctx, wait context.Context, e *entry, f *flight,
 		k.release(e.id, lease)
 		return nil, true, nil
 	}
-	c, err = k.refreshLeased(ctx, e, f, lease, fresh, lockWait)
+	c, err = k.refreshLeased(ctx, wait, e, f, lease, waitStart, fresh, lockWait)
 	if errors.Is(err, errAgain) {
 		return nil, true, nil
 	}
@@ -173,11 +186,13 @@ func (k *Keeper) waitForHolder(ctx context.Context, id tokenkeeper.ConnectionID,
 	seen := rec.Lease
 	deadline := k.leaseDeadline(seen, time.Now())
 	interval := 20 * time.Millisecond
+	changed := k.entry(id).changed() // the change feed, if the store has one, ends the wait early
 	for {
 		d := min(interval+rand.N(interval), max(time.Until(deadline), time.Millisecond))
-		if err := sleep(ctx, d, nil); err != nil {
+		if err := sleep(ctx, d, changed); err != nil {
 			return k.ctxError(id, err)
 		}
+		changed = k.entry(id).changed() // armed before the read: a change during it is not missed
 		cur, err := k.cfg.Store.GetConnection(ctx, id)
 		if err != nil {
 			return k.storeError(id, "read", err)

@@ -29,6 +29,9 @@ type entry struct {
 	// record before a Disconnect) cannot publish an older view over it.
 	pubMu sync.Mutex
 	floor version
+	// wake, guarded by pubMu, is closed when the store's change feed
+	// reports a write of the connection (see changed).
+	wake chan struct{}
 
 	uses uses // the keeper's own HTTP calls in flight, per token
 
@@ -134,6 +137,10 @@ func (e *entry) publish(c *cached, v version) {
 		return
 	}
 	e.floor = v
+	if c == nil {
+		e.dropLocked()
+		return
+	}
 	old := e.cur.Swap(c)
 	if old == c {
 		return
@@ -142,7 +149,7 @@ func (e *entry) publish(c *cached, v version) {
 		old.timer.Stop()
 		old.live.Store(false)
 	}
-	if c != nil && e.timed {
+	if e.timed {
 		if d := time.Until(c.token.ExpiresAt) - liveMargin; d > 0 {
 			c.live.Store(true)
 			c.timer = time.AfterFunc(d, func() { c.live.Store(false) })

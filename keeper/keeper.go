@@ -43,6 +43,9 @@ type Keeper struct {
 	stopping context.Context
 	stop     context.CancelFunc
 	flights  sync.WaitGroup
+	// feedDone is closed when the change feed's goroutine ends (nil: the
+	// store has no feed).
+	feedDone chan struct{}
 	closed   atomic.Bool
 	life     sync.Mutex // orders flights.Add against Close
 
@@ -94,6 +97,13 @@ func New(cfg Config) (*Keeper, error) {
 	}
 	k.base, k.cancel = context.WithCancel(context.Background())
 	k.stopping, k.stop = context.WithCancel(context.Background())
+	if feed, ok := cfg.Store.(tokenkeeper.ChangeFeed); ok {
+		k.feedDone = make(chan struct{})
+		go func() {
+			defer close(k.feedDone)
+			k.watch(k.stopping, feed)
+		}()
+	}
 	return k, nil
 }
 
@@ -125,6 +135,9 @@ func (k *Keeper) Close() error {
 		<-done
 	}
 	k.cancel()
+	if k.feedDone != nil {
+		<-k.feedDone
+	}
 	return nil
 }
 

@@ -33,13 +33,6 @@ func (k *Keeper) leaseLeft(l tokenkeeper.Lease, now time.Time) (left time.Durati
 	return left, left > 0 && left <= k.cfg.LeaseTTL+leaseMargin
 }
 
-// leaseLive is the hint that l is held now. False asks the caller to go to
-// AcquireLease, which decides; it never lets anything be taken over.
-func (k *Keeper) leaseLive(l tokenkeeper.Lease) bool {
-	_, ok := k.leaseLeft(l, time.Now())
-	return ok
-}
-
 // leaseDeadline returns the local time by which l, which the store reported
 // held (or renewed) at about now, has surely run out unless renewed again:
 // the hint if it is plausible, and LeaseTTL from now otherwise.

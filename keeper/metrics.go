@@ -46,6 +46,8 @@ type metrics struct {
 	schedulerLag    prometheus.Histogram
 	pruned          prometheus.Counter
 	suppressed      prometheus.Counter
+	feedDrops       prometheus.Counter
+	feedResyncs     prometheus.Counter
 }
 
 // newMetrics creates the metrics and registers them, with the connections
@@ -79,12 +81,20 @@ func newMetrics(reg prometheus.Registerer, k *Keeper) (*metrics, error) {
 			Name: "tokenkeeper_refreshes_suppressed_total",
 			Help: "Refreshes that a refused token (a 401 reported to Invalidate) asked for and that were not made, because the provider refused the token issued in place of an earlier refused one within RejectCooldown: a refresh cannot fix that.",
 		}),
+		feedDrops: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tokenkeeper_coherence_drops_total",
+			Help: "Cached access tokens dropped because the store's change feed reported that another process changed the connection (a forced refresh, a disconnect, a reconnect).",
+		}),
+		feedResyncs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tokenkeeper_change_feed_resyncs_total",
+			Help: "Times the store's change feed started listening (1 at start; more after breaks): each time, every cached token is dropped and read again on its next use.",
+		}),
 	}
 	for _, o := range []string{outcomeOK, outcomeTransient, outcomeInvalidGrant, outcomeClientRejected, outcomeLost, outcomeRejected} {
 		m.refreshes.WithLabelValues(o) // every outcome is exported from the start, at 0
 	}
 	var done []prometheus.Collector
-	for _, c := range []prometheus.Collector{m.refreshes, m.refreshDuration, m.leaseWait, m.schedulerLag, m.pruned, m.suppressed, newConnectionsCollector(k)} {
+	for _, c := range []prometheus.Collector{m.refreshes, m.refreshDuration, m.leaseWait, m.schedulerLag, m.pruned, m.suppressed, m.feedDrops, m.feedResyncs, newConnectionsCollector(k)} {
 		if err := reg.Register(c); err != nil {
 			for _, d := range done {
 				reg.Unregister(d)
@@ -138,4 +148,20 @@ func (m *metrics) suppressedOne() {
 		return
 	}
 	m.suppressed.Inc()
+}
+
+// feedDrop counts a cached token dropped on a change from the feed.
+func (m *metrics) feedDrop() {
+	if m == nil {
+		return
+	}
+	m.feedDrops.Inc()
+}
+
+// feedResync counts a (re)start of the change feed.
+func (m *metrics) feedResync() {
+	if m == nil {
+		return
+	}
+	m.feedResyncs.Inc()
 }
