@@ -107,6 +107,11 @@ type Config struct {
 	// shows: the Message of a *tokenkeeper.Error, else the error's text, so
 	// it must hold no secret. nil means always ready.
 	Ready func(ctx context.Context) error
+	// Degraded, when Ready passes, reports whether the server works in part
+	// only: its error is the reason /readyz shows (with the same rules as
+	// Ready's) with status "degraded", still 200, so that a load balancer
+	// keeps sending the calls the server can answer. nil means never.
+	Degraded func(ctx context.Context) error
 	// Registerer receives the HTTP metrics; nil means none are kept.
 	Registerer prometheus.Registerer
 	// Gatherer is served at /metrics; nil means no /metrics route.

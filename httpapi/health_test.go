@@ -32,6 +32,22 @@ func TestServer_Health(t *testing.T) {
 			t.Errorf("readyz %+v", h)
 		}
 	})
+	t.Run("Degraded", func(t *testing.T) {
+		err := error(tokenkeeper.Errorf(tokenkeeper.CodeUnavailable, "the store is not reachable: %w",
+			errors.New("dial postgres://tk:hunter2@db")))
+		e.degraded.Store(&err)
+		defer e.degraded.Store(nil)
+		if h := health(t, "/readyz", 200); h != (httpapi.Health{Status: "degraded", Reason: "the store is not reachable"}) {
+			t.Errorf("readyz %+v", h)
+		}
+		// Not ready wins over degraded.
+		notReady := errors.New("the key file is out of sync")
+		e.ready.Store(&notReady)
+		defer e.ready.Store(nil)
+		if h := health(t, "/readyz", 503); h.Status != "unavailable" {
+			t.Errorf("readyz %+v", h)
+		}
+	})
 	t.Run("NotReady", func(t *testing.T) {
 		err := errors.New("the store is not reachable")
 		e.ready.Store(&err)

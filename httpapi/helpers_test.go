@@ -51,8 +51,9 @@ type env struct {
 	ts     *httptest.Server
 	logs   *logtest.Buffer
 	reg    *prometheus.Registry
-	// ready is what Config.Ready returns (nil: ready).
-	ready atomic.Pointer[error]
+	// ready is what Config.Ready returns (nil: ready), degraded what
+	// Config.Degraded returns.
+	ready, degraded atomic.Pointer[error]
 	// client validates every request and response against the contract
 	// and follows no redirects.
 	client *http.Client
@@ -132,6 +133,12 @@ func newEnv(t *testing.T, opts ...func(*envOptions)) *env {
 		PublicURL: public, Retention: retention,
 		Ready: func(context.Context) error {
 			if err := e.ready.Load(); err != nil {
+				return *err
+			}
+			return nil
+		},
+		Degraded: func(context.Context) error {
+			if err := e.degraded.Load(); err != nil {
 				return *err
 			}
 			return nil

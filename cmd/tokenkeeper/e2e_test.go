@@ -121,7 +121,7 @@ func (e *e2e) serve(opts e2eOptions) {
 	// The service reads the emulator's clock, so that the test can travel in time without
 	// the service using a token the emulator considers expired.
 	ctx, cancel := context.WithCancel(withSeams(context.Background(),
-		testSeams{now: e.emu.Now, keyPoll: 20 * time.Millisecond, beforeKeyWatch: opts.beforeKeyWatch}))
+		testSeams{now: e.emu.Now, keyPoll: 20 * time.Millisecond, storePoll: 50 * time.Millisecond, beforeKeyWatch: opts.beforeKeyWatch}))
 	e.cancel = cancel
 	tokenURL := e.emu.URL + "/oauth/token"
 	if opts.tokenURL != "" {

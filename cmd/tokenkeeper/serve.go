@@ -106,8 +106,10 @@ type service struct {
 	runCancel context.CancelFunc
 	runDone   chan error
 	watchDone chan struct{}
-	serveErr  chan error
-	handlers  handlerGate
+	// healthDone is closed when the store health checks have stopped.
+	healthDone chan struct{}
+	serveErr   chan error
+	handlers   handlerGate
 
 	mu       sync.Mutex
 	fresh    map[net.Conn]bool // connections that have not sent a request yet
@@ -167,6 +169,10 @@ func startService(ctx context.Context, s *settings, kf *keyFile, log *slog.Logge
 	if err != nil {
 		return nil, err
 	}
+	health, err := newStoreHealth(st, log, reg)
+	if err != nil {
+		return nil, err
+	}
 
 	kcfg := keeper.Config{
 		Registerer:    reg,
@@ -206,7 +212,8 @@ func startService(ctx context.Context, s *settings, kf *keyFile, log *slog.Logge
 		Audit:      st,
 		PublicURL:  s.public,
 		Retention:  s.retention,
-		Ready:      readiness(st, watcher),
+		Ready:      readiness(watcher),
+		Degraded:   health.degraded,
 		Registerer: reg,
 		Gatherer:   mainGatherer(s, reg),
 		Logger:     log,
@@ -268,6 +275,8 @@ func startService(ctx context.Context, s *settings, kf *keyFile, log *slog.Logge
 	}
 	svc.watchDone = make(chan struct{})
 	go func() { defer close(svc.watchDone); watcher.Run(runCtx, seams.keyPoll) }()
+	svc.healthDone = make(chan struct{})
+	go func() { defer close(svc.healthDone); health.Run(runCtx, seams.storePoll) }()
 	go func() { svc.serveErr <- svc.srv.Serve(ln) }()
 	log.Info("tokenkeeper started", "listen", svc.url, "public_url", s.public.String(), "store", redactStore(s.store),
 		"provider", s.prov.Name, "api_url", s.prov.APIURL, "key_id", keys.PrimaryKeyID(),
@@ -350,6 +359,7 @@ func (svc *service) shutdown() error {
 		errs = append(errs, fmt.Errorf("scheduler: %w", err))
 	}
 	<-svc.watchDone
+	<-svc.healthDone
 	if err := svc.keeper.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("drain refreshes: %w", err))
 	}
@@ -446,19 +456,13 @@ func (g *handlerGate) wait(log *slog.Logger, every time.Duration) {
 // readiness reports whether the store answers and the key file holds the keyset in use
 // (keyWatcher.Status): while it does not, a `keys rotate` may be about to seal under a
 // key this process has not loaded.
-func readiness(st tokenkeeper.Store, keys *keyWatcher) func(context.Context) error {
+func readiness(keys *keyWatcher) func(context.Context) error {
 	return func(ctx context.Context) error {
 		if err := keys.Status(); err != nil {
 			// A plain error, so that /readyz shows the whole reason and not only the
 			// message of the first tokenkeeper.Error in its chain. It names the file and
 			// the failure, never key material.
 			return errors.New(err.Error())
-		}
-		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		defer cancel()
-		_, err := st.GetConnection(ctx, "readyz-probe")
-		if err != nil && tokenkeeper.ErrorCode(err) != tokenkeeper.CodeNotFound {
-			return errors.New("the store is not reachable")
 		}
 		return nil
 	}
@@ -508,6 +512,8 @@ type seamsKey struct{}
 type testSeams struct {
 	now     func() time.Time
 	keyPoll time.Duration
+	// storePoll is how often the store's health is checked (storeHealthInterval if 0).
+	storePoll time.Duration
 	// beforeKeyWatch runs in startService after the store, the keeper and the API are
 	// up and just before the key watcher starts: a key file rewritten there must still
 	// be picked up.
