@@ -22,12 +22,11 @@ import (
 )
 
 // Sizing of TestServe_Replicas. The issue asks for 3 replicas and 200 connections;
-// the cycles and the extra random calls per step are what keeps the test near 20 s
-// under -race on two cores. Most of that is the three expiry steps, about 6 s each, and
-// it is wall time, not CPU: every connection expires at once, and each replica's keeper
-// waits for its refresh rate limit (20/s by default, burst 20) before it asks for a
-// lease, also for connections another replica is refreshing, so three replicas get
-// through 200 expiries in about 6 s where one takes 9 s.
+// the cycles and the extra random calls per step are what keeps the test near 10 s
+// under -race on two cores. Most of that is the three expiry steps, about 3 s each, and
+// it is wall time, not CPU: every connection expires at once, and each replica refreshes
+// at most 20 a second (the default rate limit, burst 20), taken only by the replica
+// holding a connection's lease, so three replicas get through 200 expiries in about 3 s.
 const (
 	replicaCount      = 3
 	replicaConns      = 200
