@@ -59,6 +59,12 @@ type settings struct {
 	retention       time.Duration
 	pruneInterval   time.Duration
 	shutdownTimeout time.Duration
+	refreshRate     uint64
+	refreshBurst    uint64
+	maxRefreshes    uint64
+	refreshTimeout  time.Duration
+	leaseTTL        time.Duration
+	rejectCooldown  time.Duration
 	logFormat       string
 	logLevel        string
 
@@ -125,6 +131,15 @@ func newSettings(name string, groups group) *settings {
 		f.durationVar(&s.pruneInterval, "prune-interval", time.Hour, "run retention every `DURATION`")
 		f.durationVar(&s.shutdownTimeout, "shutdown-timeout", 30*time.Second,
 			"on SIGTERM, wait this `DURATION` for requests and refreshes in flight")
+		f.uint64Var(&s.refreshRate, "refresh-rate", 20,
+			"send at most `N` refresh requests a second from this replica (each replica has its own budget)")
+		f.uint64Var(&s.refreshBurst, "refresh-burst", 20, "let up to `N` refresh requests go at once before --refresh-rate applies")
+		f.uint64Var(&s.maxRefreshes, "max-concurrent-refreshes", 8, "have at most `N` refreshes in flight from this replica")
+		f.durationVar(&s.refreshTimeout, "refresh-timeout", 30*time.Second, "give up on one refresh request after `DURATION`")
+		f.durationVar(&s.leaseTTL, "lease-ttl", 0,
+			"a refresh lease lasts `DURATION` unless renewed (every third of it); it must exceed --refresh-timeout; 0 means 3 x --refresh-timeout")
+		f.durationVar(&s.rejectCooldown, "reject-cooldown", 30*time.Second,
+			"a token issued for a refused one and refused again within `DURATION` costs no second refresh (the 401 storm guard); 0 disables the guard")
 		f.choiceVar(&s.logFormat, "log-format", "text", []string{"text", "json"}, "log `FORMAT` on stderr: text or json")
 		f.choiceVar(&s.logLevel, "log-level", "info", []string{"debug", "info", "warn", "error"}, "log `LEVEL`")
 	}
@@ -244,6 +259,20 @@ func (s *settings) check() error {
 		}
 		if s.shutdownTimeout <= 0 {
 			return bad("shutdown-timeout", "must be positive")
+		}
+		for name, v := range map[string]uint64{"refresh-rate": s.refreshRate, "refresh-burst": s.refreshBurst, "max-concurrent-refreshes": s.maxRefreshes} {
+			if v < 1 || v > 1e6 {
+				return bad(name, "%d is not between 1 and 1000000", v)
+			}
+		}
+		if s.refreshTimeout < time.Second {
+			return bad("refresh-timeout", "%s is shorter than a second", s.refreshTimeout)
+		}
+		if s.leaseTTL != 0 && s.leaseTTL <= s.refreshTimeout {
+			return bad("lease-ttl", "%s does not exceed --refresh-timeout (%s): a slow refresh would outlive its lease", s.leaseTTL, s.refreshTimeout)
+		}
+		if s.rejectCooldown < 0 {
+			return bad("reject-cooldown", "%s is negative", s.rejectCooldown)
 		}
 	}
 	if s.groups&groupProvider != 0 {

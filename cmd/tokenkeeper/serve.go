@@ -175,10 +175,19 @@ func startService(ctx context.Context, s *settings, kf *keyFile, log *slog.Logge
 	}
 
 	kcfg := keeper.Config{
-		Registerer:    reg,
-		Retention:     s.retention,
-		PruneInterval: s.pruneInterval,
-		Events:        eventLogger{log: log, next: opts.events},
+		Registerer:             reg,
+		Retention:              s.retention,
+		PruneInterval:          s.pruneInterval,
+		RefreshRate:            float64(s.refreshRate),
+		RefreshBurst:           int(s.refreshBurst),
+		MaxConcurrentRefreshes: int(s.maxRefreshes),
+		RefreshTimeout:         s.refreshTimeout,
+		LeaseTTL:               s.leaseTTL,
+		RejectCooldown:         s.rejectCooldown,
+		Events:                 eventLogger{log: log, next: opts.events},
+	}
+	if s.rejectCooldown == 0 {
+		kcfg.RejectCooldown = -1 // the keeper's "disabled"; its 0 is the default
 	}
 	seams := seamsFrom(ctx)
 	if seams.now != nil {
