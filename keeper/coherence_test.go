@@ -39,9 +39,9 @@ func newPGPair(t testing.TB) *pgPair {
 	fast(&cfg, nil)
 	sa, sb := open(), open()
 	cfg.Owner = "replica-a"
-	a := e.newKeeperOn(sa, cfg)
+	a := e.keeperOverStore(sa, cfg)
 	cfg.Owner = "replica-b"
-	b := e.newKeeperOn(sb, cfg)
+	b := e.keeperOverStore(sb, cfg)
 	return &pgPair{e: e, url: url, a: a, b: b, aStore: sa}
 }
 

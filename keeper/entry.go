@@ -1,6 +1,7 @@
 package keeper
 
 import (
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,6 +21,10 @@ type entry struct {
 	// timed: arm each published token's live flag with a timer (the keeper
 	// runs on the real clock).
 	timed bool
+	// dead is set, under mu, when the entry is evicted from the keeper's
+	// map (see evict): no flight starts on it and no use begins on it any
+	// more; whoever holds it takes a new one from the map.
+	dead atomic.Bool
 
 	mu     sync.Mutex
 	flight *flight // the refresh in flight, nil if none
@@ -169,11 +174,37 @@ func (e *entry) touch(now time.Time) {
 
 // entry returns the in-memory state of id, creating it on first use.
 func (k *Keeper) entry(id tokenkeeper.ConnectionID) *entry {
-	if v, ok := k.entries.Load(id); ok {
-		return v.(*entry)
+	for {
+		v, ok := k.entries.Load(id)
+		if !ok {
+			v, _ = k.entries.LoadOrStore(id, &entry{id: id, timed: k.timed})
+		}
+		e := v.(*entry)
+		if !e.dead.Load() {
+			return e
+		}
+		k.entries.CompareAndDelete(id, e) // evicted, and not yet removed
 	}
-	v, _ := k.entries.LoadOrStore(id, &entry{id: id, timed: k.timed})
-	return v.(*entry)
+}
+
+// evict removes e from the keeper's map if nothing is going on with it: no
+// flight, and no HTTP call of the keeper's in flight with its token. It
+// reports whether it did. Memory then holds only the connections in use:
+// an entry made for a keep-alive, or one nobody asked for a token for a
+// while, does not stay.
+func (k *Keeper) evict(e *entry) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.flight != nil || !e.uses.retire() {
+		return false
+	}
+	e.dead.Store(true)
+	e.pubMu.Lock()
+	e.dropLocked()
+	e.wakeLocked()
+	e.pubMu.Unlock()
+	k.entries.CompareAndDelete(e.id, e)
+	return true
 }
 
 // uses counts the keeper's own HTTP calls in flight per token generation,
@@ -186,8 +217,21 @@ type uses struct {
 	drained chan struct{}
 }
 
+// retire refuses every call from now on, if none is in flight, and
+// reports whether it did.
+func (u *uses) retire() bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if len(u.count) > 0 {
+		return false
+	}
+	u.closed = math.MaxInt64
+	return true
+}
+
 // begin registers a call with the token of generation gen. It returns false
-// if a refresh is replacing that token: get a new one.
+// if a refresh is replacing that token (or the entry was evicted): get a
+// new one.
 func (u *uses) begin(gen int64) bool {
 	u.mu.Lock()
 	defer u.mu.Unlock()

@@ -42,3 +42,14 @@ func CachedToken(k *Keeper, id tokenkeeper.ConnectionID) (tokenkeeper.AccessToke
 	}
 	return c.token, true
 }
+
+// Entries returns how many connections k holds in memory.
+func Entries(k *Keeper) int {
+	n := 0
+	k.entries.Range(func(any, any) bool { n++; return true })
+	return n
+}
+
+// SetKeepAlivePageSize sets how many connections each step of the
+// keep-alive scan lists (200 otherwise). Call it before any use.
+func SetKeepAlivePageSize(k *Keeper, n int) { k.keepAlivePage = n }

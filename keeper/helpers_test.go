@@ -97,12 +97,7 @@ func (e *env) openStore() *sqlite.Store {
 
 // newKeeper returns another keeper on the same store and emulator.
 func (e *env) newKeeper(cfg keeper.Config) *keeper.Keeper {
-	return e.newKeeperOn(e.store, cfg)
-}
-
-// newKeeperOn returns another keeper on store and the same emulator.
-func (e *env) newKeeperOn(store tokenkeeper.Store, cfg keeper.Config) *keeper.Keeper {
-	cfg.Store = store
+	cfg.Store = e.store
 	cfg.Sealer = e.ring
 	cfg.Provider = tokenkeeper.CustomProvider(e.srv.URL+"/oauth/authorize", e.srv.URL+"/oauth/token", e.srv.APIURL)
 	cfg.ClientID = e.client.ID

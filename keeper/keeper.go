@@ -54,8 +54,10 @@ type Keeper struct {
 
 	// metrics is nil without Config.Registerer.
 	metrics *metrics
-	// prunePage is the page size of Prune's listings.
-	prunePage int
+	// prunePage is the page size of Prune's listings; keepAlivePage how
+	// many connections a step of the keep-alive scan lists and refreshes
+	// before it lists more.
+	prunePage, keepAlivePage int
 
 	// hook, when set by tests, is called at each step of a refresh.
 	hook func(step string, id tokenkeeper.ConnectionID)
@@ -70,14 +72,15 @@ func New(cfg Config) (*Keeper, error) {
 		return nil, err
 	}
 	k := &Keeper{
-		cfg:       cfg,
-		timed:     timed,
-		log:       cfg.Logger,
-		now:       cfg.Now,
-		client:    cfg.HTTPClient,
-		limiter:   rate.NewLimiter(rate.Limit(cfg.RefreshRate), cfg.RefreshBurst),
-		sem:       make(chan struct{}, cfg.MaxConcurrentRefreshes),
-		prunePage: 200,
+		cfg:           cfg,
+		timed:         timed,
+		log:           cfg.Logger,
+		now:           cfg.Now,
+		client:        cfg.HTTPClient,
+		limiter:       rate.NewLimiter(rate.Limit(cfg.RefreshRate), cfg.RefreshBurst),
+		sem:           make(chan struct{}, cfg.MaxConcurrentRefreshes),
+		prunePage:     200,
+		keepAlivePage: 200,
 		oauth: oauth2.Config{
 			ClientID:     cfg.ClientID,
 			ClientSecret: cfg.ClientSecret.Reveal(),

@@ -168,7 +168,6 @@ func challengeError(c string) (string, bool) {
 // send sends req with the current token (or tok), registered as a use of
 // that token for the duration of the round trip.
 func (t *transport) send(ctx context.Context, req *http.Request, tok *tokenkeeper.AccessToken) (*http.Response, tokenkeeper.Secret, error) {
-	e := t.k.entry(t.id)
 	for {
 		var at tokenkeeper.AccessToken
 		if tok != nil {
@@ -179,12 +178,13 @@ func (t *transport) send(ctx context.Context, req *http.Request, tok *tokenkeepe
 				return nil, tokenkeeper.Secret{}, err
 			}
 		}
+		e := t.k.entry(t.id)
 		gen := int64(0)
 		if c := e.cur.Load(); c != nil && c.token.Value.Equal(at.Value) {
 			gen = c.generation
 		}
 		if gen != 0 && !e.uses.begin(gen) {
-			continue // a refresh is replacing this token: get the new one
+			continue // a refresh is replacing this token (or the entry was evicted): get the new one
 		}
 		r := req.Clone(ctx)
 		r.Header.Set("Authorization", "Bearer "+at.Value.Reveal())

@@ -2,6 +2,7 @@ package keeper
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/tokenkeeper/tokenkeeper"
@@ -128,6 +129,11 @@ func (k *Keeper) await(ctx context.Context, e *entry, stale *tokenkeeper.Secret,
 			return nil, tokenkeeper.Errorf(tokenkeeper.CodeUnavailable, "connection %s: no fresh token after %d refreshes", e.id, round)
 		}
 		f, started, err := k.join(e, stale, force)
+		if err == errEvicted {
+			e = k.entry(e.id)
+			round--
+			continue
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -173,6 +179,9 @@ func (k *Keeper) await(ctx context.Context, e *entry, stale *tokenkeeper.Secret,
 func (k *Keeper) join(e *entry, stale *tokenkeeper.Secret, force bool) (f *flight, started bool, err error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if e.dead.Load() {
+		return nil, false, errEvicted
+	}
 	f = e.flight
 	if f == nil {
 		f = newFlight()
@@ -234,6 +243,10 @@ func (k *Keeper) launch(e *entry, f *flight) bool {
 func (k *Keeper) flightDeadline() time.Duration {
 	return time.Duration(k.cfg.MaxAttempts+2)*(k.cfg.RefreshTimeout+k.cfg.BackoffMax) + k.cfg.DrainWait + 2*k.cfg.LeaseTTL
 }
+
+// errEvicted is join's answer for an entry evicted meanwhile: take the
+// map's entry for the id again.
+var errEvicted = errors.New("keeper: entry evicted")
 
 func errClosed() error {
 	return tokenkeeper.Errorf(tokenkeeper.CodeUnavailable, "keeper is closed")

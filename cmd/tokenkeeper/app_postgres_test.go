@@ -40,3 +40,20 @@ func TestOpenStore_Postgres(t *testing.T) {
 		t.Errorf("a bad pool setting: exit %d, want %d naming --store\n%s", code, exitUsage, stderr)
 	}
 }
+
+// TestRedactStore: a store named in a log line or a message never shows a
+// password, in the user info or as a parameter.
+func TestRedactStore(t *testing.T) {
+	for in, want := range map[string]string{
+		"sqlite:tokenkeeper.db":                                "sqlite:tokenkeeper.db",
+		"postgres://tk:hunter2@db:5432/tk?sslmode=require":     "postgres://tk:xxxxx@db:5432/tk?sslmode=require",
+		"postgres://tk@db/tk?password=hunter2&sslmode=disable": "postgres://tk@db/tk?password=xxxxx&sslmode=disable",
+		"postgresql://db/tk?PassWord=x":                        "postgresql://db/tk?PassWord=xxxxx",
+		"postgres://tk:%zz@db/tk":                              "(a database URL that cannot be shown)",
+		"host=db user=tk password=hunter2 dbname=tk":           "(a database URL that cannot be shown)",
+	} {
+		if got := redactStore(in); got != want {
+			t.Errorf("redactStore(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -416,10 +416,23 @@ func parseStore(v string) (kind, where string, err error) {
 
 // redactStore hides a password in a store URL, for messages.
 func redactStore(v string) string {
-	if u, err := url.Parse(v); err == nil && u.User != nil {
-		return u.Redacted()
+	u, err := url.Parse(v)
+	if err != nil || u.Scheme == "" || u.Scheme == "sqlite" {
+		if strings.HasPrefix(v, "postgres") || strings.Contains(v, "password") {
+			return "(a database URL that cannot be shown)"
+		}
+		return v
 	}
-	return v
+	q, changed := u.Query(), false
+	for k := range q {
+		if strings.EqualFold(k, "password") {
+			q[k], changed = []string{"xxxxx"}, true
+		}
+	}
+	if changed {
+		u.RawQuery = q.Encode()
+	}
+	return u.Redacted()
 }
 
 func checkHTTPURL(v string) error {
