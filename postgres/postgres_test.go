@@ -3,7 +3,6 @@ package postgres_test
 import (
 	"cmp"
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"net"
@@ -20,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tokenkeeper/tokenkeeper"
+	"github.com/tokenkeeper/tokenkeeper/internal/pgtest"
 	"github.com/tokenkeeper/tokenkeeper/postgres"
 	"github.com/tokenkeeper/tokenkeeper/storetest"
 )
@@ -83,7 +83,8 @@ func runTests(m *testing.M) int {
 		}
 		return m.Run()
 	}
-	name := "tk_test_" + strings.ToLower(rand.Text()[:12])
+	pgtest.Sweep(ctx, conn)
+	name := pgtest.Name("postgres")
 	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
 		conn.Close(ctx)
 		server.fail = fmt.Sprintf("create the test database on %s: %v", u.Redacted(), err)

@@ -10,12 +10,14 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"net"
 	"net/url"
 	"os"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -55,12 +57,50 @@ func Connect(t testing.TB) *pgx.Conn {
 	return conn
 }
 
-// Database creates a database named "tk_test_<prefix>_<random>" on the
-// test server, dropped (WITH FORCE) when t ends, and returns its URL.
+// Name returns a new throwaway database name: "tk_test_<prefix>_<unix
+// seconds>_<random>". The time lets Sweep drop the ones a crashed test run
+// left behind.
+func Name(prefix string) string {
+	return fmt.Sprintf("tk_test_%s_%d_%s", prefix, time.Now().Unix(), strings.ToLower(rand.Text()[:12]))
+}
+
+// staleAfter is how old a throwaway database must be before Sweep drops it:
+// far longer than any test run.
+const staleAfter = 6 * time.Hour
+
+// Sweep drops the throwaway databases (named by Name) older than six hours:
+// those of test binaries that panicked or were killed before their cleanup.
+// Failures are ignored: a database in use cannot be that old.
+func Sweep(ctx context.Context, conn *pgx.Conn) {
+	rows, err := conn.Query(ctx, `SELECT datname FROM pg_database WHERE datname LIKE 'tk\_test\_%'`)
+	if err != nil {
+		return
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return
+	}
+	for _, name := range names {
+		f := strings.Split(name, "_")
+		if len(f) < 5 {
+			continue // not named by Name
+		}
+		sec, err := strconv.ParseInt(f[len(f)-2], 10, 64)
+		if err != nil || time.Since(time.Unix(sec, 0)) < staleAfter {
+			continue
+		}
+		_, _ = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
+	}
+}
+
+// Database creates a database named by Name on the test server, dropped
+// (WITH FORCE) when t ends, and returns its URL. It first sweeps stale
+// ones.
 func Database(t testing.TB, prefix string) string {
 	t.Helper()
 	conn := Connect(t)
-	name := "tk_test_" + prefix + "_" + strings.ToLower(rand.Text()[:12])
+	Sweep(context.Background(), conn)
+	name := Name(prefix)
 	if _, err := conn.Exec(context.Background(), "CREATE DATABASE "+name); err != nil {
 		t.Fatal(err)
 	}
