@@ -46,8 +46,8 @@ Makes an API key and prints it once: on stdout alone (so that KEY=$(...) capture
 with a note on stderr that it is not shown again; with --json, as
 {"key", "id", "name", "scopes", "created_at"}. Store it in a secret manager at once.
 
-Give --scopes on the command line: $TOKENKEEPER_SCOPES and a config file's "scopes" are
-serve's OAuth scopes, which this command reads (and refuses) when the flag is absent.
+--name and --scopes come from the command line only ($TOKENKEEPER_SCOPES and a config
+file's "scopes" are serve's OAuth scopes, and are not read here).
 
 Flags, each with the environment variable that sets it when the flag is absent:
 `
@@ -73,6 +73,7 @@ func runAPIKeysCreate(ctx context.Context, args []string, stdout, stderr io.Writ
 		get:    func() string { return "" },
 		isList: true,
 	}, "scopes", "what the key may do: `SCOPES` among admin, tokens and proxy, comma-separated or repeated (required)")
+	s.f.cliOnly("name", "scopes")
 	s.f.boolVar(&asJSON, "json", false, "print the key and its record as JSON")
 	if _, err := parseSettings(s, apikeysCreateUsage, stdout, args); err != nil {
 		return err

@@ -37,6 +37,7 @@ func runAuditList(ctx context.Context, args []string, stdout, _ io.Writer) error
 	var asJSON bool
 	s.f.stringVar(&conn, "connection", "", "list only the entries about the connection `ID`")
 	s.f.uint64Var(&limit, "limit", 100, "list at most `N` entries; 0 lists all")
+	s.f.cliOnly("limit")
 	s.f.boolVar(&asJSON, "json", false, "print JSON instead of a table")
 	if _, err := parseSettings(s, auditUsage, stdout, args); err != nil {
 		return err

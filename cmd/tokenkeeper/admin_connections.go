@@ -63,6 +63,7 @@ func runConnectionsList(ctx context.Context, args []string, stdout, _ io.Writer)
 		"list only connections in `STATE`: active, reconnect_required or disconnected")
 	s.f.stringVar(&prefix, "prefix", "", "list only connections whose id starts with `PREFIX`")
 	s.f.uint64Var(&limit, "limit", 100, "list at most `N` connections; 0 lists all")
+	s.f.cliOnly("state", "prefix", "limit")
 	s.f.boolVar(&asJSON, "json", false, "print JSON instead of a table")
 	if _, err := parseSettings(s, connectionsListUsage, stdout, args); err != nil {
 		return err
@@ -196,6 +197,7 @@ func runConnectionsDelete(ctx context.Context, args []string, stdout, _ io.Write
 	cmd, err := parseConnectionCommand("tokenkeeper connections delete", groupStore|groupKeys|groupProvider,
 		connectionsDeleteUsage, stdout, args, func(s *settings) {
 			s.f.boolVar(&revoke, "revoke", false, "first revoke the grant at the provider (uninstall)")
+			s.f.cliOnly("revoke")
 		})
 	if err != nil {
 		return err
@@ -357,6 +359,7 @@ func runConnectionsPrune(ctx context.Context, args []string, stdout, stderr io.W
 	var dryRun, asJSON bool
 	var retention time.Duration
 	s.f.boolVar(&dryRun, "dry-run", false, "list what would be removed; remove nothing")
+	s.f.cliOnly("dry-run")
 	s.f.durationVar(&retention, "retention", defaultRetention,
 		"remove connections disconnected or waiting for a reconnect for longer than this `DURATION`")
 	s.f.boolVar(&asJSON, "json", false, "print JSON instead of a table")

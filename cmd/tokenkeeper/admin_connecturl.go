@@ -39,6 +39,7 @@ func runConnectURL(ctx context.Context, args []string, stdout, stderr io.Writer)
 	s.f.stringVar(&returnTo, "return-to", "",
 		"send the user's browser to `URL` when the flow ends: a path on the service's host, or under an --allowed-return-url")
 	s.f.durationVar(&ttl, "ttl", 0, "the link stays usable for this `DURATION`, at most 168h; 0 means --connect-link-ttl")
+	s.f.cliOnly("return-to", "ttl")
 	s.f.boolVar(&asJSON, "json", false, "print JSON instead of the link alone")
 	pos, err := parseSettings(s, connectURLUsage, stdout, args, "ID")
 	if err != nil {

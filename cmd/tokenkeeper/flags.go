@@ -37,6 +37,24 @@ type flagSet struct {
 	fromEnv map[string]bool
 	// fromFile records the flags that applyFile set, with the file's path.
 	fromFile map[string]string
+	// cli marks the flags that only the command line sets (cliOnly).
+	cli map[string]bool
+}
+
+// cliOnly makes the flags names settable on the command line only, never from their
+// environment variable or a config file: a command's action switches (--revoke,
+// --remove-old) and selectors, which a variable left set in a shell or a deployment must
+// never turn on for every later run.
+func (f *flagSet) cliOnly(names ...string) {
+	if f.cli == nil {
+		f.cli = map[string]bool{}
+	}
+	for _, n := range names {
+		if f.fs.Lookup(n) == nil {
+			panic("cliOnly: no flag --" + n)
+		}
+		f.cli[n] = true
+	}
 }
 
 // newFlagSet returns an empty flagSet for the command name (used in messages) whose
@@ -263,7 +281,7 @@ func (f *flagSet) parseEnv() error {
 	}
 	var err error
 	f.fs.VisitAll(func(fl *flag.Flag) {
-		if err != nil || given[fl.Name] {
+		if err != nil || given[fl.Name] || f.cli[fl.Name] {
 			return
 		}
 		env := f.envName(fl.Name)
@@ -315,7 +333,7 @@ func (f *flagSet) applyFile(path string, values map[string][]string, ignore func
 			}
 			return &usageError{cmd: f.fs.Name(), err: fmt.Errorf("config file %s: unknown setting %q", path, name)}
 		}
-		if f.given(name) {
+		if f.given(name) || f.cli[name] {
 			continue
 		}
 		v := fl.Value.(*value)
@@ -379,7 +397,11 @@ func (f *flagSet) printFlags(w io.Writer) {
 		if fl.DefValue != "" && fl.DefValue != "false" {
 			def = " (default " + fl.DefValue + ")"
 		}
-		fmt.Fprintf(tw, "  %s\t$%s%s\n", name, f.envName(fl.Name), def)
+		from := "$" + f.envName(fl.Name)
+		if f.cli[fl.Name] {
+			from = "(command line only)"
+		}
+		fmt.Fprintf(tw, "  %s\t%s%s\n", name, from, def)
 		fmt.Fprintf(tw, "  \t%s\n", usage)
 	}
 	tw.Flush()

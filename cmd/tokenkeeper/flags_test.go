@@ -175,3 +175,32 @@ func TestShortDuration(t *testing.T) {
 		}
 	}
 }
+
+// TestFlagSet_CLIOnly: a flag marked cliOnly is set by the command line and by nothing
+// else: not by its variable, not by a config file; the others still are. A stray
+// TOKENKEEPER_REVOKE=true must not make every later delete uninstall the app.
+func TestFlagSet_CLIOnly(t *testing.T) {
+	t.Parallel()
+	env := map[string]string{"TOKENKEEPER_TEST_ON": "true", "TOKENKEEPER_TEST_NAME": "from-env"}
+	f, c := testFlags(env)
+	f.cliOnly("on", "n")
+	if err := f.parse(nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.applyFile("cfg.yaml", map[string][]string{"n": {"7"}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if c.On || c.N != 1 || c.Name != "from-env" {
+		t.Fatalf("on %v, n %d, name %q: want the variable and the file ignored for on and n only", c.On, c.N, c.Name)
+	}
+	f, c = testFlags(env)
+	f.cliOnly("on")
+	if err := f.parse([]string{"--on"}); err != nil || !c.On {
+		t.Fatalf("--on on the command line: %v, on %v", err, c.On)
+	}
+	var help strings.Builder
+	f.printFlags(&help)
+	if !strings.Contains(help.String(), "(command line only)") || strings.Contains(help.String(), "$TOKENKEEPER_TEST_ON") {
+		t.Errorf("help does not say --on is command line only:\n%s", help.String())
+	}
+}

@@ -135,6 +135,7 @@ func runKeysRotate(ctx context.Context, args []string, stdout, stderr io.Writer)
 		"after every connection is re-sealed, delete the keys other than the new primary")
 	s.f.durationVar(&settle, "settle", 3*keyPollInterval,
 		"wait this `DURATION` after writing the new primary, so that running services load it, before re-sealing under it; 0 with every service stopped")
+	s.f.cliOnly("remove-old", "settle")
 	if _, err := parseSettings(s, keysRotateUsage, stdout, args); err != nil {
 		return err
 	}
