@@ -15,6 +15,10 @@ type Change struct {
 	Generation int64
 	CreatedAt  time.Time
 	Deleted    bool
+	// Down, with an empty ID, says that the feed stopped delivering (Err
+	// says why): changes are missed until the next zero Change.
+	Down bool
+	Err  error
 }
 
 // ChangeFeed is implemented by stores that can tell every process sharing
@@ -31,10 +35,11 @@ type ChangeFeed interface {
 	// be lost when the feed breaks, and is ordered per connection. Each
 	// time the feed starts listening (the first time, and again after it
 	// broke and was restored), fn gets the zero Change: whatever the
-	// caller learned from reads before that may be stale. fn is called
-	// from one goroutine at a time and must return quickly. WatchChanges
-	// returns an error only if it cannot start; a feed that breaks later is
-	// restored with backoff.
+	// caller learned from reads before that may be stale. When it finds
+	// itself broken, fn gets a Change with Down set. fn is called from one
+	// goroutine at a time and must return quickly. WatchChanges returns an
+	// error only if it cannot start; a feed that breaks later is restored
+	// with backoff.
 	WatchChanges(ctx context.Context, fn func(Change)) error
 }
 

@@ -35,7 +35,15 @@ func (k *Keeper) watch(ctx context.Context, feed tokenkeeper.ChangeFeed) {
 
 // onChange applies one change of the feed to the cache.
 func (k *Keeper) onChange(c tokenkeeper.Change) {
+	if c.Down {
+		k.feedUp.Store(false)
+		k.log.Error("change feed: down; other replicas' forced refreshes and disconnects reach this one only when its cached tokens' promises end, until it is back", "error", c.Err)
+		return
+	}
 	if c.ID == "" {
+		if !k.feedUp.Swap(true) {
+			k.log.Info("change feed: listening")
+		}
 		k.metrics.feedResync()
 		k.entries.Range(func(_, v any) bool {
 			v.(*entry).forget()

@@ -44,8 +44,9 @@ type Keeper struct {
 	stop     context.CancelFunc
 	flights  sync.WaitGroup
 	// feedDone is closed when the change feed's goroutine ends (nil: the
-	// store has no feed).
+	// store has no feed); feedUp is true while the feed is listening.
 	feedDone chan struct{}
+	feedUp   atomic.Bool
 	closed   atomic.Bool
 	life     sync.Mutex // orders flights.Add against Close
 

@@ -93,8 +93,20 @@ func newMetrics(reg prometheus.Registerer, k *Keeper) (*metrics, error) {
 	for _, o := range []string{outcomeOK, outcomeTransient, outcomeInvalidGrant, outcomeClientRejected, outcomeLost, outcomeRejected} {
 		m.refreshes.WithLabelValues(o) // every outcome is exported from the start, at 0
 	}
+	all := []prometheus.Collector{m.refreshes, m.refreshDuration, m.leaseWait, m.schedulerLag, m.pruned, m.suppressed, m.feedDrops, m.feedResyncs, newConnectionsCollector(k)}
+	if _, ok := k.cfg.Store.(tokenkeeper.ChangeFeed); ok {
+		all = append(all, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "tokenkeeper_change_feed_up",
+			Help: "1 while the store's change feed (PostgreSQL LISTEN/NOTIFY) is listening and its probes come back; 0 while it is down: other replicas' forced refreshes and disconnects then reach this one only when its cached tokens' promises end. Only with a store that has a feed.",
+		}, func() float64 {
+			if k.feedUp.Load() {
+				return 1
+			}
+			return 0
+		}))
+	}
 	var done []prometheus.Collector
-	for _, c := range []prometheus.Collector{m.refreshes, m.refreshDuration, m.leaseWait, m.schedulerLag, m.pruned, m.suppressed, m.feedDrops, m.feedResyncs, newConnectionsCollector(k)} {
+	for _, c := range all {
 		if err := reg.Register(c); err != nil {
 			for _, d := range done {
 				reg.Unregister(d)

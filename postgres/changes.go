@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
+	"crypto/rand"
+	mrand "math/rand/v2"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tokenkeeper/tokenkeeper"
 )
@@ -28,48 +30,58 @@ func (s *Store) Ping(ctx context.Context) error {
 }
 
 // Intervals of the change feed: how long the listening connection may stay
-// silent before it is checked with a query, how long that check may take,
+// silent before it is checked with a probe, how long the probe may take,
 // and the bounds of the backoff between attempts to listen again.
 var (
 	feedIdle       = 15 * time.Second
 	feedCheck      = 5 * time.Second
 	feedBackoffMin = 100 * time.Millisecond
-	feedBackoffMax = 5 * time.Second
+	feedBackoffMax = 5 * time.Minute
 )
 
 // WatchChanges implements [tokenkeeper.ChangeFeed] with LISTEN on a
 // connection of its own, outside the pool (migration 0002's trigger sends
-// the NOTIFY on every commit that changes a connection's generation). The
-// connection is checked with a query whenever it has been silent for
-// 15 s, so a cut network is found within about 20 s; a broken connection is
-// replaced with backoff (100 ms to 5 s), and fn gets the zero Change each
-// time listening starts. It returns an error only if the first LISTEN
-// fails for a reason other than the database being unreachable (which it
-// retries like a break).
+// the NOTIFY on every commit that changes a connection's generation).
+//
+// The feed proves itself: right after LISTEN, and whenever it has been
+// silent for 15 s, it sends a probe notification through the pool and
+// expects it on the listening connection within 5 s. A connection that
+// broke, a network cut, and a listening connection that can never receive
+// (one made through a transaction-mode pooler such as PgBouncer's, where
+// LISTEN lands on a server connection other clients then use) all fail
+// the probe. fn then gets a Change with Down set, and the feed listens
+// again after a backoff (100 ms doubling to 5 min while the feed keeps
+// failing within a minute of starting); fn gets the zero Change each time
+// listening starts and the first probe passed. It returns an error only if
+// the first LISTEN fails for a reason other than the database being
+// unreachable (which it retries like a break).
 func (s *Store) WatchChanges(ctx context.Context, fn func(tokenkeeper.Change)) error {
 	backoff := feedBackoffMin
 	first := true
 	for ctx.Err() == nil {
 		conn, channel, err := s.listen(ctx)
-		if err != nil {
-			if first && tokenkeeper.ErrorCode(err) != tokenkeeper.CodeUnavailable && ctx.Err() == nil {
-				return err
-			}
-			if sleepCtx(ctx, backoff+rand.N(backoff)) != nil {
+		if err == nil {
+			first = false
+			started := time.Now()
+			// Until the feed breaks (or ctx ends).
+			err = s.follow(ctx, conn, channel, fn)
+			closeCtx, cancel := context.WithTimeout(context.Background(), time.Second)
+			_ = conn.Close(closeCtx)
+			cancel()
+			if ctx.Err() != nil {
 				break
 			}
-			backoff = min(2*backoff, feedBackoffMax)
-			continue
+			fn(tokenkeeper.Change{Down: true, Err: err})
+			if time.Since(started) > time.Minute {
+				backoff = feedBackoffMin // it worked for a while: a fresh break
+			}
+		} else if first && tokenkeeper.ErrorCode(err) != tokenkeeper.CodeUnavailable && ctx.Err() == nil {
+			return err
 		}
-		first = false
-		backoff = feedBackoffMin
-		fn(tokenkeeper.Change{})
-		// Until the feed breaks (or ctx ends); then listen again, and say so
-		// with the zero Change.
-		_ = s.follow(ctx, conn, channel, fn)
-		closeCtx, cancel := context.WithTimeout(context.Background(), time.Second)
-		_ = conn.Close(closeCtx)
-		cancel()
+		if sleepCtx(ctx, backoff+mrand.N(backoff)) != nil {
+			break
+		}
+		backoff = min(2*backoff, feedBackoffMax)
 	}
 	return nil
 }
@@ -94,34 +106,73 @@ func (s *Store) listen(ctx context.Context) (*pgx.Conn, string, error) {
 	return conn, channel, nil
 }
 
-// follow delivers the notifications of conn until ctx ends or the
-// connection breaks.
+// follow checks the feed with a probe, reports that it started (the zero
+// Change), and delivers the notifications of conn until ctx ends, the
+// connection breaks, or a probe does not come back.
 func (s *Store) follow(ctx context.Context, conn *pgx.Conn, channel string, fn func(tokenkeeper.Change)) error {
+	if err := s.probe(ctx, conn, channel, fn); err != nil {
+		return err
+	}
+	fn(tokenkeeper.Change{})
 	for {
 		wctx, cancel := context.WithTimeout(ctx, feedIdle)
 		n, err := conn.WaitForNotification(wctx)
 		cancel()
 		switch {
 		case err == nil:
-			if n.Channel != channel {
-				continue
-			}
-			c, _ := parseChange(n.Payload) // one that cannot be read says "everything may have changed"
-			fn(c)
+			s.deliver(n, channel, "", fn)
 		case ctx.Err() != nil:
 			return ctx.Err()
 		case errors.Is(err, context.DeadlineExceeded) && !conn.IsClosed():
-			// Silent for a while: make sure the connection is still there.
-			cctx, cancel := context.WithTimeout(ctx, feedCheck)
-			_, err := conn.Exec(cctx, "SELECT 1")
-			cancel()
-			if err != nil {
+			if err := s.probe(ctx, conn, channel, fn); err != nil {
 				return err
 			}
 		default:
 			return err
 		}
 	}
+}
+
+// probe sends a notification of its own through the pool and waits up to
+// feedCheck for it on conn, delivering whatever else arrives meanwhile.
+func (s *Store) probe(ctx context.Context, conn *pgx.Conn, channel string, fn func(tokenkeeper.Change)) error {
+	payload := "p " + rand.Text()
+	to := channel
+	if s.probeTo != "" {
+		to = s.probeTo
+	}
+	pctx, cancel := context.WithTimeout(ctx, feedCheck)
+	defer cancel()
+	if _, err := s.pool.Exec(pctx, `SELECT pg_notify($1, $2)`, to, payload); err != nil {
+		return fmt.Errorf("postgres: change feed: send a probe: %w", mapErr(err))
+	}
+	for {
+		n, err := conn.WaitForNotification(pctx)
+		if err != nil {
+			if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+				return tokenkeeper.Errorf(tokenkeeper.CodeUnavailable,
+					"postgres: change feed: a probe notification did not come back within %s; the listening connection receives nothing (through a transaction-mode pooler, give the store a URL with a direct or session-mode connection)", feedCheck)
+			}
+			return fmt.Errorf("postgres: change feed: wait for the probe: %w", mapErr(err))
+		}
+		if s.deliver(n, channel, payload, fn) {
+			return nil
+		}
+	}
+}
+
+// deliver passes n to fn if it is a change on channel; it reports whether
+// n is the probe with payload probe instead. Other probes are ignored.
+func (s *Store) deliver(n *pgconn.Notification, channel, probe string, fn func(tokenkeeper.Change)) bool {
+	if n.Channel != channel {
+		return false
+	}
+	if strings.HasPrefix(n.Payload, "p ") {
+		return probe != "" && n.Payload == probe
+	}
+	c, _ := parseChange(n.Payload) // one that cannot be read says "everything may have changed"
+	fn(c)
+	return false
 }
 
 // parseChange reads a payload of migration 0002's trigger.

@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -22,7 +23,7 @@ func feed(t *testing.T, s *postgres.Store) <-chan tokenkeeper.Change {
 			t.Errorf("WatchChanges: %v", err)
 		}
 	})
-	if c := next(t, ch); c.ID != "" {
+	if c := next(t, ch); c.ID != "" || c.Down {
 		t.Fatalf("first change %+v, want the zero Change (listening started)", c)
 	}
 	return ch
@@ -101,8 +102,9 @@ func TestWatchChanges(t *testing.T) {
 	}
 }
 
-// TestWatchChanges_Restored: a feed whose connection is terminated listens
-// again and says so with the zero Change, then carries changes again.
+// TestWatchChanges_Restored: a feed whose connection is terminated says it
+// is down, listens again and says so with the zero Change, then carries
+// changes again.
 func TestWatchChanges_Restored(t *testing.T) {
 	schema := newSchema(t)
 	writer := openURL(t, schemaURL(schema, nil))
@@ -115,8 +117,11 @@ func TestWatchChanges_Restored(t *testing.T) {
 	if err != nil || n != 1 {
 		t.Fatalf("terminated %d listeners, %v; want 1", n, err)
 	}
-	if c := next(t, ch); c.ID != "" {
-		t.Fatalf("after the break: %+v, want the zero Change", c)
+	if c := next(t, ch); !c.Down || c.Err == nil {
+		t.Fatalf("after the break: %+v, want Down with the reason", c)
+	}
+	if c := next(t, ch); c.ID != "" || c.Down {
+		t.Fatalf("after the feed came back: %+v, want the zero Change", c)
 	}
 	create(t, writer, newRecord("c2"))
 	if c := next(t, ch); c.ID != "c2" {
@@ -129,5 +134,32 @@ func TestPing(t *testing.T) {
 	s, _ := open(t)
 	if err := s.Ping(t.Context()); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestWatchChanges_ProbeFails: a listening connection that receives nothing
+// (here: probes sent elsewhere; in life, LISTEN through a transaction-mode
+// pooler) is found by the feed's first probe: it reports itself down, with
+// the reason, and never says it started.
+func TestWatchChanges_ProbeFails(t *testing.T) {
+	defer postgres.SetFeedTimings(200*time.Millisecond, 300*time.Millisecond, 50*time.Millisecond)()
+	s, _ := open(t)
+	s.SetProbeChannel("nobody_listens_here")
+	ch := make(chan tokenkeeper.Change, 100)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.WatchChanges(ctx, func(c tokenkeeper.Change) { ch <- c }) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("WatchChanges: %v", err)
+		}
+	}()
+	c := next(t, ch)
+	if !c.Down || c.Err == nil || !strings.Contains(c.Err.Error(), "receives nothing") {
+		t.Fatalf("first report %+v, want Down with the reason", c)
+	}
+	if c := next(t, ch); !c.Down {
+		t.Fatalf("after retrying: %+v, want Down again (never started)", c)
 	}
 }

@@ -1,6 +1,10 @@
 package postgres
 
-import "github.com/jackc/pgx/v5/pgxpool"
+import (
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+)
 
 // Pool returns the store's connection pool, for tests that run their own
 // SQL on the store's connections (to see its session settings, or to make
@@ -21,4 +25,16 @@ func Migrations() (n int, latest int64) {
 		panic("postgres: no migrations embedded")
 	}
 	return len(ms), ms[len(ms)-1].version
+}
+
+// SetProbeChannel sends the change feed's probes to channel instead of its
+// own, so that none comes back. Call it before WatchChanges.
+func (s *Store) SetProbeChannel(channel string) { s.probeTo = channel }
+
+// SetFeedTimings shortens the change feed's intervals for a test, and
+// returns a function that restores them. Not for parallel tests.
+func SetFeedTimings(idle, check, backoff time.Duration) (restore func()) {
+	i, c, b := feedIdle, feedCheck, feedBackoffMin
+	feedIdle, feedCheck, feedBackoffMin = idle, check, backoff
+	return func() { feedIdle, feedCheck, feedBackoffMin = i, c, b }
 }

@@ -73,6 +73,10 @@ const (
 // CodeUnavailable or CodeInternal.
 type Store struct {
 	pool *pgxpool.Pool
+	// probeTo, if set by a test, is where the change feed's probes are sent
+	// instead of its own channel: a listening connection that never
+	// receives them, as through a transaction-mode pooler.
+	probeTo string
 }
 
 var (

@@ -138,11 +138,13 @@ func TestServe_DatabaseOutage(t *testing.T) {
 	firstPromise := promise
 	refreshes := func() int { return latestAuthorisation(t, e.emu).Refreshes }
 
+	waitMetric(t, e, "tokenkeeper_change_feed_up 1")
 	cut.cut()
 	waitReady(t, e, "degraded")
 	if m := metricsText(t, e); !strings.Contains(m, "tokenkeeper_store_up 0") {
 		t.Error("tokenkeeper_store_up is not 0 while the database is away")
 	}
+	waitMetric(t, e, "tokenkeeper_change_feed_up 0")
 	// Within the promise: the cached token, as before.
 	if code, tok := token(); code != 200 || tok != first {
 		t.Fatalf("token within the promise during the outage: %d (same token: %v)", code, tok == first)
@@ -164,6 +166,7 @@ func TestServe_DatabaseOutage(t *testing.T) {
 	if m := metricsText(t, e); !strings.Contains(m, "tokenkeeper_store_up 1") {
 		t.Error("tokenkeeper_store_up is not 1 once the database is back")
 	}
+	waitMetric(t, e, "tokenkeeper_change_feed_up 1")
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		code, tok := token()
@@ -217,4 +220,16 @@ func metricsText(t *testing.T, e *e2e) string {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
+}
+
+// waitMetric polls /metrics until it holds line.
+func waitMetric(t *testing.T, e *e2e, line string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(metricsText(t, e), line) {
+		if time.Now().After(deadline) {
+			t.Fatalf("/metrics did not show %q within 10 s", line)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
