@@ -44,8 +44,8 @@ type browser struct {
 // (auto-approve), returning the binding cookie and the redirect's query.
 func (e *env) open(t testing.TB, link httpapi.ConnectSession) browser {
 	t.Helper()
-	r := e.do(t, req{method: "GET", path: linkPath(link)})
-	want(t, r, http.StatusFound, "")
+	r := e.do(t, req{method: "POST", path: linkPath(link)})
+	want(t, r, http.StatusSeeOther, "")
 	var b browser
 	for _, c := range (&http.Response{Header: r.header}).Cookies() {
 		if c.Name == "tokenkeeper_binding" {
@@ -129,14 +129,22 @@ func TestServer_Connect(t *testing.T) {
 	e := newEnv(t)
 	t.Run("OK", func(t *testing.T) {
 		link := e.newLink(t, "acme", "")
-		// A link checker's HEAD spends nothing.
+		// A link checker's HEAD, and a link preview's GET, spend nothing:
+		// GET is a page whose button POSTs.
 		head := e.do(t, req{method: "HEAD", path: linkPath(link)})
 		want(t, head, http.StatusOK, "")
 		if len(head.header.Values("Set-Cookie")) != 0 || head.header.Get("Location") != "" {
 			t.Errorf("HEAD answered %v", head.header)
 		}
-		r := e.do(t, req{method: "GET", path: linkPath(link)})
-		want(t, r, http.StatusFound, "")
+		for range 2 {
+			page := e.do(t, req{method: "GET", path: linkPath(link)})
+			want(t, page, http.StatusOK, "")
+			if len(page.header.Values("Set-Cookie")) != 0 || !strings.Contains(string(page.body), `<form method="post"`) {
+				t.Errorf("GET answered %v %s", page.header, page.body)
+			}
+		}
+		r := e.do(t, req{method: "POST", path: linkPath(link)})
+		want(t, r, http.StatusSeeOther, "")
 		loc, _ := url.Parse(r.header.Get("Location"))
 		if !strings.HasPrefix(loc.String(), e.srv.URL+"/oauth/authorize?") || loc.Query().Get("code_challenge_method") != "S256" {
 			t.Errorf("Location %q is not the provider's authorize endpoint with PKCE", loc)
@@ -154,14 +162,14 @@ func TestServer_Connect(t *testing.T) {
 			t.Errorf("the redirect has a body: %q", r.body)
 		}
 		// A second open of the same link: it is single-use.
-		again := e.do(t, req{method: "GET", path: linkPath(link)})
+		again := e.do(t, req{method: "POST", path: linkPath(link)})
 		want(t, again, http.StatusNotFound, "")
 		if !strings.Contains(string(again.body), "link_unknown") || !strings.HasPrefix(again.header.Get("Content-Type"), "text/html") {
 			t.Errorf("second open: %s", again.body)
 		}
 	})
 	t.Run("Unknown", func(t *testing.T) {
-		r := e.do(t, req{method: "GET", path: "/connect/nope"})
+		r := e.do(t, req{method: "POST", path: "/connect/nope"})
 		want(t, r, http.StatusNotFound, "")
 		if !strings.Contains(string(r.body), "unknown or was already used") {
 			t.Errorf("page: %s", r.body)
@@ -172,7 +180,7 @@ func TestServer_Connect(t *testing.T) {
 		if _, err := e.srv.Advance(16 * time.Minute); err != nil {
 			t.Fatal(err)
 		}
-		r := e.do(t, req{method: "GET", path: linkPath(link)})
+		r := e.do(t, req{method: "POST", path: linkPath(link)})
 		want(t, r, http.StatusGone, "")
 		if !strings.Contains(string(r.body), "link_expired") {
 			t.Errorf("page: %s", r.body)
@@ -183,7 +191,7 @@ func TestServer_Connect(t *testing.T) {
 		if _, err := e.srv.Advance(16 * time.Minute); err != nil {
 			t.Fatal(err)
 		}
-		r := e.do(t, req{method: "GET", path: linkPath(link)})
+		r := e.do(t, req{method: "POST", path: linkPath(link)})
 		want(t, r, http.StatusFound, "")
 		if got, wantLoc := r.header.Get("Location"), allowedReturn+"?tab=pleo&code=link_expired&connection_id=acme&status=error"; got != wantLoc {
 			t.Errorf("Location %q, want %q", got, wantLoc)
@@ -192,14 +200,14 @@ func TestServer_Connect(t *testing.T) {
 	t.Run("StoreFails", func(t *testing.T) {
 		link := e.newLink(t, "acme", "")
 		restore := e.faults.inject("TakeSession", errUnavailable)
-		r := e.do(t, req{method: "GET", path: linkPath(link)})
+		r := e.do(t, req{method: "POST", path: linkPath(link)})
 		restore()
 		want(t, r, http.StatusServiceUnavailable, "")
 		if r.header.Get("Retry-After") == "" {
 			t.Error("no Retry-After")
 		}
 		restore = e.faults.inject("TakeSession", errInternal)
-		r = e.do(t, req{method: "GET", path: linkPath(link)})
+		r = e.do(t, req{method: "POST", path: linkPath(link)})
 		restore()
 		want(t, r, http.StatusInternalServerError, "")
 		if strings.Contains(string(r.body), "sector 7") {
