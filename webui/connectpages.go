@@ -27,13 +27,13 @@ import (
 // allowed by its hash in the Content-Security-Policy (never
 // 'unsafe-inline').
 type ConnectPages struct {
-	cfg        ConnectConfig
-	access     []string
-	csp        string
-	landing    *template.Template
-	outcome    *template.Template
-	css        template.CSS
-	log        *slog.Logger
+	cfg     ConnectConfig
+	access  []string
+	csp     string
+	landing *template.Template
+	outcome *template.Template
+	css     template.CSS
+	log     *slog.Logger
 }
 
 // ConnectConfig configures [ConnectPages]. Every zero value has the

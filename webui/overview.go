@@ -109,7 +109,7 @@ func newChart(since time.Time, buckets []Bucket) *chart {
 		peak = max(peak, b.Refreshes, b.Failures)
 	}
 	c := &chart{Width: width, Height: height, Left: left, Right: right, Bottom: bottom, LabelY: height - 8, Max: peak,
-		FirstLabel: since.Format("15:04") + " UTC", LastLabel: since.Add((chartMinutes - 1) * time.Minute).Format("15:04") + " UTC",
+		FirstLabel: since.Format("15:04") + " UTC", LastLabel: since.Add((chartMinutes-1)*time.Minute).Format("15:04") + " UTC",
 		Summary: fmt.Sprintf("%d refreshes and %d failures in the last hour (at most %d in a minute).", total, failures, peak)}
 	slot := (right - left) / chartMinutes
 	barW := max(1, slot/2-1)
