@@ -168,13 +168,14 @@ func startService(ctx context.Context, s *settings, kf *keyFile, log *slog.Logge
 		return nil, err
 	}
 
+	seams := seamsFrom(ctx)
+	dash := newDashboard(seams.now)
 	kcfg := keeper.Config{
 		Registerer:    reg,
 		Retention:     s.retention,
 		PruneInterval: s.pruneInterval,
-		Events:        eventLogger{log: log, next: opts.events},
+		Events:        eventLogger{log: log, next: dash.events(opts.events)},
 	}
-	seams := seamsFrom(ctx)
 	if seams.now != nil {
 		kcfg.Now = seams.now
 	}
@@ -197,10 +198,16 @@ func startService(ctx context.Context, s *settings, kf *keyFile, log *slog.Logge
 		Transport: func(id tokenkeeper.ConnectionID) http.RoundTripper { return k.Transport(id, upstream) },
 		Logger:    log,
 	}
+	pages, err := connectPages(s, log)
+	if err != nil {
+		k.Close()
+		return nil, err
+	}
 	api, err := httpapi.New(httpapi.Config{
 		Keeper:     k,
 		Flow:       flow,
 		Proxy:      px,
+		Pages:      pages,
 		Store:      st,
 		APIKeys:    st,
 		Audit:      st,
@@ -222,6 +229,10 @@ func startService(ctx context.Context, s *settings, kf *keyFile, log *slog.Logge
 				api.ServeHTTP(w, r)
 			}
 		})
+	}
+	if h, err = dash.mount(h, s, st, keys, k, flow, log); err != nil {
+		k.Close()
+		return nil, err
 	}
 	warnInsecurePublicURL(s.public, log)
 	ln, err := net.Listen("tcp", s.listen)
