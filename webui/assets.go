@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"html/template"
 	"io/fs"
+	"strings"
 	"time"
 )
 
@@ -33,6 +34,15 @@ var funcs = template.FuncMap{
 	"rfc3339": func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
 	"when":    formatTime,
 	"rel":     relative,
+	"shortSubject": func(s string) string {
+		// urn:pleo:company:8d1c3f52-... reads as "company 8d1c3f52…"; the
+		// whole URN is in the cell's title and on the connection's page.
+		parts := strings.Split(s, ":")
+		if len(parts) == 4 && parts[0] == "urn" && len(parts[3]) > 8 {
+			return parts[2] + " " + parts[3][:8] + "…"
+		}
+		return s
+	},
 	"stateLabel": func(s string) string {
 		switch s {
 		case "reconnect_required":
@@ -68,6 +78,9 @@ func relative(t, now time.Time) string {
 		return "—"
 	}
 	d := t.Sub(now).Round(time.Second)
+	if d == 0 {
+		return "just now"
+	}
 	past := d < 0
 	if past {
 		d = -d

@@ -110,7 +110,8 @@ func newChart(since time.Time, buckets []Bucket) *chart {
 	}
 	c := &chart{Width: width, Height: height, Left: left, Right: right, Bottom: bottom, LabelY: height - 8, Max: peak,
 		FirstLabel: since.Format("15:04") + " UTC", LastLabel: since.Add((chartMinutes-1)*time.Minute).Format("15:04") + " UTC",
-		Summary: fmt.Sprintf("%d refreshes and %d failures in the last hour (at most %d in a minute).", total, failures, peak)}
+		Summary: fmt.Sprintf("%s and %s in the last hour (at most %d in a minute).",
+			plural(total, "refresh", "refreshes"), plural(failures, "failure", "failures"), peak)}
 	slot := (right - left) / chartMinutes
 	barW := max(1, slot/2-1)
 	for i := 0; i < chartMinutes; i++ {
@@ -130,4 +131,12 @@ func newChart(since time.Time, buckets []Bucket) *chart {
 		}
 	}
 	return c
+}
+
+// plural says "1 refresh" or "3 refreshes".
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
 }
