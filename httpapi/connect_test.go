@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -214,6 +215,46 @@ func TestServer_Connect(t *testing.T) {
 			t.Errorf("the page shows the cause: %s", r.body)
 		}
 	})
+}
+
+// TestServer_ConnectConcurrent: a link previewed many times at once is
+// still usable, and of many POSTs at once exactly one is sent on.
+func TestServer_ConnectConcurrent(t *testing.T) {
+	e := newEnv(t)
+	link := e.newLink(t, "acme", "")
+	const n = 8
+	statuses := make(chan int, 2*n)
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			r, err := e.send(tctx(t), req{method: "GET", path: linkPath(link)})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			statuses <- r.status
+		})
+	}
+	wg.Wait()
+	for range n {
+		wg.Go(func() {
+			r, err := e.send(tctx(t), req{method: "POST", path: linkPath(link)})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			statuses <- r.status
+		})
+	}
+	wg.Wait()
+	close(statuses)
+	count := map[int]int{}
+	for s := range statuses {
+		count[s]++
+	}
+	if count[http.StatusOK] != n || count[http.StatusSeeOther] != 1 || count[http.StatusNotFound] != n-1 {
+		t.Errorf("statuses %v; want %d previews (200), one open (303) and %d refusals (404)", count, n, n-1)
+	}
 }
 
 func TestServer_Callback(t *testing.T) {
