@@ -197,7 +197,7 @@ func printDevBanner(w io.Writer, public, emu string, c *devFlags, key tokenkeepe
 	k := key.Reveal()
 	fmt.Fprintf(w, `tokenkeeper dev is running.
 
-  1. Open %[1]s/ in a browser and click "Connect the demo company".
+  1. Open %[1]s/ in a browser and click "Connect the demo company", then "Continue to Pleo".
      Approve on the (emulated) Pleo consent page; you come back connected.
   2. Get a token for the connection "demo":
        curl -s -X POST -H "Authorization: Bearer %[2]s" %[1]s/v1/connections/demo/token
