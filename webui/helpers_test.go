@@ -26,7 +26,7 @@ import (
 // env is the dashboard on a real SQLite store, with a real keeper and
 // connect flow against the emulator.
 type env struct {
-	t      *testing.T
+	t      testing.TB
 	emu    *emulator.Server
 	store  *sqlite.Store
 	ring   *seal.Keyring
@@ -47,7 +47,7 @@ type envOptions struct {
 	cfg    func(*webui.Config)
 }
 
-func newEnv(t *testing.T, opts ...func(*envOptions)) *env {
+func newEnv(t testing.TB, opts ...func(*envOptions)) *env {
 	t.Helper()
 	o := envOptions{public: "http://tk.example/base"}
 	for _, f := range opts {
@@ -175,14 +175,14 @@ func (e *env) harvest(id tokenkeeper.ConnectionID) {
 	e.secret("refresh token "+string(id)+tok.ExpiresAt.String(), string(rt))
 }
 
-// checkNoSecret fails if body holds any secret seen so far.
-func (e *env) checkNoSecret(what, body string) {
-	e.t.Helper()
+// checkNoSecret fails t if body holds any secret seen so far.
+func (e *env) checkNoSecret(t testing.TB, what, body string) {
+	t.Helper()
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for name, v := range e.secrets {
 		if strings.Contains(body, v) {
-			e.t.Errorf("%s shows the %s", what, name)
+			t.Errorf("%s shows the %s", what, name)
 		}
 	}
 }
@@ -191,13 +191,17 @@ func (e *env) checkNoSecret(what, body string) {
 // the headers a browser sends with a same-origin form.
 type browser struct {
 	e       *env
+	t       testing.TB
 	cookies map[string]*http.Cookie
 	// pages are every body seen, for the secret scan.
 	pages map[string]string
 }
 
-func (e *env) browser() *browser {
-	return &browser{e: e, cookies: map[string]*http.Cookie{}, pages: map[string]string{}}
+func (e *env) browser() *browser { return e.browserFor(e.t) }
+
+// browserFor is a browser whose failures fail t.
+func (e *env) browserFor(t testing.TB) *browser {
+	return &browser{e: e, t: t, cookies: map[string]*http.Cookie{}, pages: map[string]string{}}
 }
 
 type resp struct {
@@ -207,7 +211,7 @@ type resp struct {
 }
 
 func (b *browser) do(method, path string, form url.Values, hdr ...string) resp {
-	b.e.t.Helper()
+	b.t.Helper()
 	var body io.Reader
 	if form != nil {
 		body = strings.NewReader(form.Encode())
@@ -239,16 +243,16 @@ func (b *browser) do(method, path string, form url.Values, hdr ...string) resp {
 	}
 	out := resp{status: w.Code, header: w.Header(), body: w.Body.String()}
 	b.pages[method+" "+path] = out.body
-	b.e.checkNoSecret(method+" "+path, out.body)
+	b.e.checkNoSecret(b.t, method+" "+path, out.body)
 	return out
 }
 
-func (b *browser) get(path string) resp { b.e.t.Helper(); return b.do("GET", path, nil) }
+func (b *browser) get(path string) resp { b.t.Helper(); return b.do("GET", path, nil) }
 
 var csrfRE = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
 
 // csrf returns the CSRF token of the forms on a page.
-func csrf(t *testing.T, page string) string {
+func csrf(t testing.TB, page string) string {
 	t.Helper()
 	m := csrfRE.FindStringSubmatch(page)
 	if m == nil {
@@ -259,9 +263,9 @@ func csrf(t *testing.T, page string) string {
 
 // login signs b in with key and returns the response of the POST.
 func (b *browser) login(key tokenkeeper.Secret) resp {
-	b.e.t.Helper()
+	b.t.Helper()
 	page := b.get("/ui/login")
-	return b.do("POST", "/ui/login", url.Values{"csrf": {csrf(b.e.t, page.body)}, "key": {key.Reveal()}, "next": {"/"}})
+	return b.do("POST", "/ui/login", url.Values{"csrf": {csrf(b.t, page.body)}, "key": {key.Reveal()}, "next": {"/"}})
 }
 
 // loggedIn returns a browser signed in as the admin key.
@@ -274,7 +278,7 @@ func (e *env) loggedIn() *browser {
 	return b
 }
 
-func wantStatus(t *testing.T, r resp, status int) {
+func wantStatus(t testing.TB, r resp, status int) {
 	t.Helper()
 	if r.status != status {
 		t.Fatalf("status %d, want %d; Location %q\n%s", r.status, status, r.header.Get("Location"), r.body)

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"net/http"
+	"net/url"
 	"strings"
 
 	"github.com/tokenkeeper/tokenkeeper"
@@ -89,11 +90,23 @@ func (s *Server) logout(w http.ResponseWriter, r *http.Request, sess *session) {
 }
 
 // safeNext returns next if it is a path under /ui to go back to after
-// logging in ("/connections?state=active"), else "/": never another host.
+// logging in ("/connections?state=active"), re-encoded, else "/": never
+// another host, never a Location a browser could read otherwise.
 func safeNext(next string) string {
-	if next == "" || next[0] != '/' || strings.HasPrefix(next, "//") || strings.ContainsAny(next, "\\\r\n\t") ||
-		strings.Contains(next, "://") || strings.HasPrefix(next, "/login") {
+	if next == "" || next[0] != '/' || strings.HasPrefix(next, "//") || strings.ContainsAny(next, "\\\r\n\t") {
 		return "/"
 	}
-	return next
+	u, err := url.Parse(next)
+	if err != nil || u.Scheme != "" || u.Host != "" || u.User != nil || u.Opaque != "" ||
+		!strings.HasPrefix(u.Path, "/") || strings.HasPrefix(u.Path, "//") || strings.HasPrefix(u.Path, "/login") {
+		return "/"
+	}
+	out := u.EscapedPath()
+	if q := u.Query().Encode(); q != "" {
+		out += "?" + q
+	}
+	if strings.HasPrefix(out, "//") {
+		return "/"
+	}
+	return out
 }
