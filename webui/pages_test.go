@@ -224,6 +224,9 @@ func TestServer_Pagination(t *testing.T) {
 		}
 		rec := &tokenkeeper.Record{Connection: tokenkeeper.Connection{ID: tokenkeeper.ConnectionID(fmt.Sprintf("c-%05d", i)),
 			Provider: "custom", State: st, Generation: 1, CreatedAt: now, UpdatedAt: now}}
+		if i == 1 {
+			rec.DegradedSince, rec.LastError = now, "the provider answered 503"
+		}
 		if err := e.store.CreateConnection(ctx, rec); err != nil {
 			t.Fatal(err)
 		}
@@ -249,6 +252,10 @@ func TestServer_Pagination(t *testing.T) {
 			}
 		}
 		return ids
+	}
+	if r := b.get("/ui/connections"); !strings.Contains(r.body, `<span class="badge degraded">degraded</span>`) ||
+		!strings.Contains(r.body, "the provider answered 503") {
+		t.Error("c-00001 is not shown degraded, with its error")
 	}
 	all := walk("/ui/connections")
 	if len(all) != n || all[0] != "c-00000" || all[n-1] != "c-02499" {

@@ -65,13 +65,16 @@ func (d *dashboard) record(e tokenkeeper.Event) {
 		d.recent[d.next] = e
 		d.next = (d.next + 1) % recentEvents
 	}
-	m := at.Unix() / 60
+	m, cur := at.Unix()/60, d.now().Unix()/60
+	if m < cur-60 {
+		return // older than the chart
+	}
 	b := d.minutes[m]
 	if b == nil {
 		b = &webui.Bucket{Start: time.Unix(m*60, 0).UTC()}
 		d.minutes[m] = b
 		for k := range d.minutes {
-			if k < m-60 {
+			if k < cur-60 {
 				delete(d.minutes, k)
 			}
 		}
