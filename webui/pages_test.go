@@ -155,6 +155,9 @@ func TestServer_Pages(t *testing.T) {
 				t.Errorf("%s: %d", p, r.status)
 			}
 		}
+		if r := b.get("/ui/static/"); r.status != http.StatusNotFound {
+			t.Errorf("the static directory is listed: %d", r.status)
+		}
 	})
 	if len(tested) == 0 {
 		t.Error("Timeline was never called")
