@@ -64,6 +64,26 @@ type Proxy interface {
 	Forward(w http.ResponseWriter, r *http.Request, id tokenkeeper.ConnectionID, path string)
 }
 
+// ConnectPages renders the browser pages of the connect flow: what the end
+// user sees. webui.ConnectPages implements it; its methods take only
+// standard and root types, so an implementation need not import this
+// package. Implementations must write a whole response (headers, status,
+// body; the security headers ServeHTTP sets are already there, and may be
+// overridden) and be safe for concurrent use.
+type ConnectPages interface {
+	// Landing writes the 200 page of GET /connect/{token}: what the link is
+	// for, and one button, a form that POSTs to the same URL. Only that
+	// POST spends the link, so a link preview (a chat app, a mail scanner)
+	// that GETs it spends nothing. Landing must not look the link up.
+	Landing(w http.ResponseWriter, r *http.Request)
+	// Outcome writes the page that ends a flow with no return URL to send
+	// the browser to, with status: err is nil when connection id is
+	// connected; otherwise it is the failure, a *connect.FlowError (whose
+	// Reason the page explains) or an error whose tokenkeeper code says
+	// what kind of failure it was. id is "" when unknown.
+	Outcome(w http.ResponseWriter, r *http.Request, status int, id tokenkeeper.ConnectionID, err error)
+}
+
 // DefaultMaxBodyBytes bounds JSON request bodies when Config.MaxBodyBytes is
 // zero.
 const DefaultMaxBodyBytes = 64 << 10
@@ -78,6 +98,9 @@ type Config struct {
 	Flow Flow
 	// Proxy serves /v1/connections/{id}/proxy/.
 	Proxy Proxy
+	// Pages renders the connect flow's pages (the landing page of a link,
+	// and the success and failure pages). nil means plain built-in pages.
+	Pages ConnectPages
 	// Store serves the reads of connections (GetConnection and
 	// ListConnections only); their tokens are never sent.
 	Store tokenkeeper.Store

@@ -72,15 +72,27 @@ const (
 	bindingMaxAge = 15 * 60
 )
 
-// openLink serves GET /connect/{token}: it binds a new flow to this
-// browser and sends it to the provider. HEAD answers 200 and spends
-// nothing, so that link checkers that only HEAD a link leave it usable.
-func (s *Server) openLink(w http.ResponseWriter, r *http.Request) {
-	if r.Method == http.MethodHead {
-		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		w.WriteHeader(http.StatusOK)
+// landing serves GET /connect/{token}: a page that says what the link is
+// for, with one button that POSTs back to the same URL. It spends nothing
+// and looks nothing up, so that link previews (chat apps, mail scanners
+// that fetch every link) leave the link usable. HEAD answers the same
+// headers, without a body.
+func (s *Server) landing(w http.ResponseWriter, r *http.Request) {
+	if s.cfg.Pages != nil {
+		s.cfg.Pages.Landing(w, r)
 		return
 	}
+	// The built-in page's form posts here, and the answer redirects to the
+	// provider, which a form-action list would have to name.
+	w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; frame-ancestors 'none'")
+	s.page(w, r, http.StatusOK, page{Title: "Connect your Pleo account",
+		Message: "Continue to Pleo to review and approve the access this app asks for.", Button: "Continue to Pleo"})
+}
+
+// openLink serves POST /connect/{token}, the landing page's button: it
+// spends the link, binds a new flow to this browser and sends it to the
+// provider.
+func (s *Server) openLink(w http.ResponseWriter, r *http.Request) {
 	b := make([]byte, 32)
 	_, _ = rand.Read(b)
 	binding := base64.RawURLEncoding.EncodeToString(b)
@@ -90,7 +102,9 @@ func (s *Server) openLink(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	http.SetCookie(w, s.cookie(binding, bindingMaxAge))
-	redirect(w, authURL)
+	// 303: the browser follows with a GET, whatever its method was.
+	w.Header().Set("Location", authURL)
+	w.WriteHeader(http.StatusSeeOther)
 }
 
 // callback serves GET /oauth/callback, the OAuth redirect URI (RFC 6749
@@ -112,6 +126,10 @@ func (s *Server) callback(w http.ResponseWriter, r *http.Request) {
 	}
 	id := res.Connection.ID
 	if res.ReturnURL == "" {
+		if s.cfg.Pages != nil {
+			s.cfg.Pages.Outcome(w, r, http.StatusOK, id, nil)
+			return
+		}
 		s.page(w, r, http.StatusOK, page{Title: "Connected",
 			Message: fmt.Sprintf("The connection %s is ready. You can close this window.", id)})
 		return
@@ -147,6 +165,14 @@ func (s *Server) flowFailed(w http.ResponseWriter, r *http.Request, err error) {
 		status = http.StatusBadGateway
 	case code == tokenkeeper.CodeUnavailable:
 		w.Header().Set("Retry-After", fmt.Sprint(RetryAfter))
+	}
+	if s.cfg.Pages != nil {
+		var id tokenkeeper.ConnectionID
+		if fe != nil {
+			id = fe.ConnectionID
+		}
+		s.cfg.Pages.Outcome(w, r, status, id, err)
+		return
 	}
 	p := page{Title: "Could not connect", Message: msg}
 	if fe != nil {

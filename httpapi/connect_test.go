@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -44,8 +45,8 @@ type browser struct {
 // (auto-approve), returning the binding cookie and the redirect's query.
 func (e *env) open(t testing.TB, link httpapi.ConnectSession) browser {
 	t.Helper()
-	r := e.do(t, req{method: "GET", path: linkPath(link)})
-	want(t, r, http.StatusFound, "")
+	r := e.do(t, req{method: "POST", path: linkPath(link)})
+	want(t, r, http.StatusSeeOther, "")
 	var b browser
 	for _, c := range (&http.Response{Header: r.header}).Cookies() {
 		if c.Name == "tokenkeeper_binding" {
@@ -129,14 +130,22 @@ func TestServer_Connect(t *testing.T) {
 	e := newEnv(t)
 	t.Run("OK", func(t *testing.T) {
 		link := e.newLink(t, "acme", "")
-		// A link checker's HEAD spends nothing.
+		// A link checker's HEAD, and a link preview's GET, spend nothing:
+		// GET is a page whose button POSTs.
 		head := e.do(t, req{method: "HEAD", path: linkPath(link)})
 		want(t, head, http.StatusOK, "")
 		if len(head.header.Values("Set-Cookie")) != 0 || head.header.Get("Location") != "" {
 			t.Errorf("HEAD answered %v", head.header)
 		}
-		r := e.do(t, req{method: "GET", path: linkPath(link)})
-		want(t, r, http.StatusFound, "")
+		for range 2 {
+			page := e.do(t, req{method: "GET", path: linkPath(link)})
+			want(t, page, http.StatusOK, "")
+			if len(page.header.Values("Set-Cookie")) != 0 || !strings.Contains(string(page.body), `<form method="post"`) {
+				t.Errorf("GET answered %v %s", page.header, page.body)
+			}
+		}
+		r := e.do(t, req{method: "POST", path: linkPath(link)})
+		want(t, r, http.StatusSeeOther, "")
 		loc, _ := url.Parse(r.header.Get("Location"))
 		if !strings.HasPrefix(loc.String(), e.srv.URL+"/oauth/authorize?") || loc.Query().Get("code_challenge_method") != "S256" {
 			t.Errorf("Location %q is not the provider's authorize endpoint with PKCE", loc)
@@ -154,14 +163,14 @@ func TestServer_Connect(t *testing.T) {
 			t.Errorf("the redirect has a body: %q", r.body)
 		}
 		// A second open of the same link: it is single-use.
-		again := e.do(t, req{method: "GET", path: linkPath(link)})
+		again := e.do(t, req{method: "POST", path: linkPath(link)})
 		want(t, again, http.StatusNotFound, "")
 		if !strings.Contains(string(again.body), "link_unknown") || !strings.HasPrefix(again.header.Get("Content-Type"), "text/html") {
 			t.Errorf("second open: %s", again.body)
 		}
 	})
 	t.Run("Unknown", func(t *testing.T) {
-		r := e.do(t, req{method: "GET", path: "/connect/nope"})
+		r := e.do(t, req{method: "POST", path: "/connect/nope"})
 		want(t, r, http.StatusNotFound, "")
 		if !strings.Contains(string(r.body), "unknown or was already used") {
 			t.Errorf("page: %s", r.body)
@@ -172,7 +181,7 @@ func TestServer_Connect(t *testing.T) {
 		if _, err := e.srv.Advance(16 * time.Minute); err != nil {
 			t.Fatal(err)
 		}
-		r := e.do(t, req{method: "GET", path: linkPath(link)})
+		r := e.do(t, req{method: "POST", path: linkPath(link)})
 		want(t, r, http.StatusGone, "")
 		if !strings.Contains(string(r.body), "link_expired") {
 			t.Errorf("page: %s", r.body)
@@ -183,7 +192,7 @@ func TestServer_Connect(t *testing.T) {
 		if _, err := e.srv.Advance(16 * time.Minute); err != nil {
 			t.Fatal(err)
 		}
-		r := e.do(t, req{method: "GET", path: linkPath(link)})
+		r := e.do(t, req{method: "POST", path: linkPath(link)})
 		want(t, r, http.StatusFound, "")
 		if got, wantLoc := r.header.Get("Location"), allowedReturn+"?tab=pleo&code=link_expired&connection_id=acme&status=error"; got != wantLoc {
 			t.Errorf("Location %q, want %q", got, wantLoc)
@@ -192,20 +201,60 @@ func TestServer_Connect(t *testing.T) {
 	t.Run("StoreFails", func(t *testing.T) {
 		link := e.newLink(t, "acme", "")
 		restore := e.faults.inject("TakeSession", errUnavailable)
-		r := e.do(t, req{method: "GET", path: linkPath(link)})
+		r := e.do(t, req{method: "POST", path: linkPath(link)})
 		restore()
 		want(t, r, http.StatusServiceUnavailable, "")
 		if r.header.Get("Retry-After") == "" {
 			t.Error("no Retry-After")
 		}
 		restore = e.faults.inject("TakeSession", errInternal)
-		r = e.do(t, req{method: "GET", path: linkPath(link)})
+		r = e.do(t, req{method: "POST", path: linkPath(link)})
 		restore()
 		want(t, r, http.StatusInternalServerError, "")
 		if strings.Contains(string(r.body), "sector 7") {
 			t.Errorf("the page shows the cause: %s", r.body)
 		}
 	})
+}
+
+// TestServer_ConnectConcurrent: a link previewed many times at once is
+// still usable, and of many POSTs at once exactly one is sent on.
+func TestServer_ConnectConcurrent(t *testing.T) {
+	e := newEnv(t)
+	link := e.newLink(t, "acme", "")
+	const n = 8
+	statuses := make(chan int, 2*n)
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			r, err := e.send(tctx(t), req{method: "GET", path: linkPath(link)})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			statuses <- r.status
+		})
+	}
+	wg.Wait()
+	for range n {
+		wg.Go(func() {
+			r, err := e.send(tctx(t), req{method: "POST", path: linkPath(link)})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			statuses <- r.status
+		})
+	}
+	wg.Wait()
+	close(statuses)
+	count := map[int]int{}
+	for s := range statuses {
+		count[s]++
+	}
+	if count[http.StatusOK] != n || count[http.StatusSeeOther] != 1 || count[http.StatusNotFound] != n-1 {
+		t.Errorf("statuses %v; want %d previews (200), one open (303) and %d refusals (404)", count, n, n-1)
+	}
 }
 
 func TestServer_Callback(t *testing.T) {

@@ -232,6 +232,18 @@ func checkSecurityHeaders(t testing.TB, what string, h http.Header) {
 		"X-Frame-Options":         "DENY",
 		"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
 	}
+	if csp := h.Get("Content-Security-Policy"); strings.HasPrefix(h.Get("Content-Type"), "text/html") &&
+		csp != wantHeaders["Content-Security-Policy"] {
+		// A page with a form (the connect landing page) may allow its
+		// form's target, and a renderer its own styles; never scripts, and
+		// never framing.
+		for _, must := range []string{"default-src 'none'", "base-uri 'none'", "frame-ancestors 'none'"} {
+			if !strings.Contains(csp, must) || strings.Contains(csp, "script-src") {
+				t.Errorf("%s: a page's Content-Security-Policy %q lacks %s or allows scripts", what, csp, must)
+			}
+		}
+		delete(wantHeaders, "Content-Security-Policy")
+	}
 	for name, value := range wantHeaders {
 		if got := h.Values(name); len(got) == 0 || got[0] != value {
 			t.Errorf("%s: %s is %q, want %q", what, name, got, value)

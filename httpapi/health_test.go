@@ -82,7 +82,7 @@ func TestServer_Metrics(t *testing.T) {
 		`tokenkeeper_http_requests_total{method="POST",route="/v1/connections/{id}/token",status="200"} 1`,
 		`tokenkeeper_http_requests_total{method="POST",route="/v1/connections/{id}/token",status="404"} 1`,
 		`tokenkeeper_http_requests_total{method="GET",route="/v1/connections/{id}/proxy/{path...}",status="200"} 1`,
-		`tokenkeeper_http_requests_total{method="GET",route="/connect/{token}",status="302"} 1`,
+		`tokenkeeper_http_requests_total{method="POST",route="/connect/{token}",status="303"} 1`,
 		`tokenkeeper_http_requests_total{method="GET",route="unmatched",status="404"} 1`,
 		`tokenkeeper_http_request_duration_seconds_count{route="/v1/connections/{id}/token"} 2`,
 	} {

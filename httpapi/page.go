@@ -13,6 +13,8 @@ type page struct {
 	Message string
 	// Reason is the connect.Reason of a failure, for support; "" if none.
 	Reason string
+	// Button, if set, is the label of a form that POSTs to this page's URL.
+	Button string
 }
 
 // pageTemplate is deliberately plain: one heading, one sentence, and the
@@ -35,6 +37,7 @@ p{margin:0 0 .5rem}
 <main>
 <h1>{{.Title}}</h1>
 <p>{{.Message}}</p>
+{{if .Button}}<form method="post"><button type="submit">{{.Button}}</button></form>{{end}}
 {{if .Reason}}<p class="reason">Reason: {{.Reason}}</p>{{end}}
 </main>
 </body>

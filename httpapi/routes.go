@@ -28,7 +28,8 @@ func (s *Server) routes() {
 	s.api("DELETE /v1/api-keys/{id}", tokenkeeper.ScopeAdmin, s.revokeAPIKey)
 	s.api("GET /v1/audit", tokenkeeper.ScopeAdmin, s.listAudit)
 
-	s.mux.HandleFunc("GET /connect/{token}", s.openLink)
+	s.mux.HandleFunc("GET /connect/{token}", s.landing)
+	s.mux.HandleFunc("POST /connect/{token}", s.openLink)
 	s.mux.HandleFunc("GET /oauth/callback", s.callback)
 	s.mux.HandleFunc("GET /healthz", s.healthz)
 	s.mux.HandleFunc("GET /readyz", s.readyz)

@@ -52,6 +52,7 @@ type settings struct {
 	publicURL         string
 	allowedReturnURLs []string
 	linkTTL           time.Duration
+	appName           string
 
 	// serve group
 	listen          string
@@ -121,6 +122,7 @@ func newSettings(name string, groups group) *settings {
 			"an absolute `URL` prefix that connect flows may return to; repeatable")
 		f.durationVar(&s.linkTTL, "connect-link-ttl", 15*time.Minute,
 			"how long a connect link stays usable, a `DURATION` of at most 168h")
+		f.stringVar(&s.appName, "app-name", "", "the app's `NAME` as the connect pages show it to the customer; empty says \"This app\"")
 	}
 	if groups&groupServe != 0 {
 		f.stringVar(&s.listen, "listen", ":8080", "`ADDR` to listen on; port 0 picks a free port")

@@ -107,7 +107,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		"--key-file", keyFile,
 		"--provider", tokenkeeper.ProviderCustom,
 		"--auth-url", emu.URL + "/oauth/authorize", "--token-url", emu.URL + "/oauth/token", "--api-url", emu.APIURL,
-		"--public-url", public, "--listen", listen, "--log-level", c.logLevel,
+		"--public-url", public, "--listen", listen, "--log-level", c.logLevel, "--app-name", client.Name,
 		"--shutdown-timeout", "5s",
 	}); err != nil {
 		return err
@@ -197,13 +197,14 @@ func printDevBanner(w io.Writer, public, emu string, c *devFlags, key tokenkeepe
 	k := key.Reveal()
 	fmt.Fprintf(w, `tokenkeeper dev is running.
 
-  1. Open %[1]s/ in a browser and click "Connect the demo company".
+  1. Open %[1]s/ in a browser and click "Connect the demo company", then "Continue to Pleo".
      Approve on the (emulated) Pleo consent page; you come back connected.
   2. Get a token for the connection "demo":
        curl -s -X POST -H "Authorization: Bearer %[2]s" %[1]s/v1/connections/demo/token
   3. Call Pleo's API through tokenkeeper, so the token never leaves it:
        curl -s -H "Authorization: Bearer %[2]s" %[1]s/v1/connections/demo/proxy/v2/employees
   4. Watch the access token rotate every %[3]s in the log below, and on %[1]s/.
+  5. Open the operator dashboard at %[1]s/ui/ and sign in with the admin API key below.
 
   Admin API key (kept in %[4]s): %[2]s
   Pleo emulator: %[5]s   Metrics: %[1]s/metrics

@@ -75,6 +75,7 @@ func TestDev_Browser(t *testing.T) {
 	}{
 		{"open the dev page", chromedp.Navigate(d.base + "/")},
 		{"click Connect", chromedp.Click(chromedp.Search(`//button[normalize-space()="Connect the demo company"]`))},
+		{"continue on the landing page", chromedp.Click(chromedp.Search(`//button[normalize-space()="Continue to Pleo"]`))},
 		{"see the consent page", chromedp.WaitVisible(chromedp.ID("approve"))},
 		{"approve", chromedp.Click(chromedp.ID("approve"))},
 		{"come back", chromedp.WaitVisible(chromedp.CSS(`[role="status"]`))},

@@ -213,7 +213,7 @@ func (e *e2e) connect(id string) url.Values {
 		}
 		return nil
 	}}
-	resp, err := browser.Get(sess.URL)
+	resp, err := browser.PostForm(sess.URL, nil)
 	if err != nil {
 		e.t.Fatalf("follow the connect link: %v", err)
 	}
@@ -227,7 +227,7 @@ func (e *e2e) connect(id string) url.Values {
 	first := landed
 	// The link is single-use: opening it again starts nothing.
 	landed = nil
-	resp, err = browser.Get(sess.URL)
+	resp, err = browser.PostForm(sess.URL, nil)
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -212,7 +212,7 @@ func TestServe_Replicas(t *testing.T) {
 			}
 			return nil
 		}}
-		resp, err := browser.Get(sess.URL)
+		resp, err := browser.PostForm(sess.URL, nil)
 		if err != nil {
 			return fmt.Errorf("%s: follow the connect link: %v", ids[i], err)
 		}

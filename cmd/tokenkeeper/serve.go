@@ -174,6 +174,8 @@ func startService(ctx context.Context, s *settings, kf *keyFile, log *slog.Logge
 		return nil, err
 	}
 
+	seams := seamsFrom(ctx)
+	dash := newDashboard(seams.now)
 	kcfg := keeper.Config{
 		Registerer:             reg,
 		Retention:              s.retention,
@@ -184,12 +186,11 @@ func startService(ctx context.Context, s *settings, kf *keyFile, log *slog.Logge
 		RefreshTimeout:         s.refreshTimeout,
 		LeaseTTL:               s.leaseTTL,
 		RejectCooldown:         s.rejectCooldown,
-		Events:                 eventLogger{log: log, next: opts.events},
+		Events:                 eventLogger{log: log, next: dash.events(opts.events)},
 	}
 	if s.rejectCooldown == 0 {
 		kcfg.RejectCooldown = -1 // the keeper's "disabled"; its 0 is the default
 	}
-	seams := seamsFrom(ctx)
 	if seams.now != nil {
 		kcfg.Now = seams.now
 	}
@@ -212,10 +213,16 @@ func startService(ctx context.Context, s *settings, kf *keyFile, log *slog.Logge
 		Transport: func(id tokenkeeper.ConnectionID) http.RoundTripper { return k.Transport(id, upstream) },
 		Logger:    log,
 	}
+	pages, err := connectPages(s, log)
+	if err != nil {
+		k.Close()
+		return nil, err
+	}
 	api, err := httpapi.New(httpapi.Config{
 		Keeper:     k,
 		Flow:       flow,
 		Proxy:      px,
+		Pages:      pages,
 		Store:      st,
 		APIKeys:    st,
 		Audit:      st,
@@ -238,6 +245,10 @@ func startService(ctx context.Context, s *settings, kf *keyFile, log *slog.Logge
 				api.ServeHTTP(w, r)
 			}
 		})
+	}
+	if h, err = dash.mount(h, s, st, keys, k, flow, log); err != nil {
+		k.Close()
+		return nil, err
 	}
 	warnInsecurePublicURL(s.public, log)
 	ln, err := net.Listen("tcp", s.listen)

@@ -349,7 +349,7 @@ func TestServe_ShutdownTimeout(t *testing.T) {
 		followed := make(chan struct{})
 		go func() {
 			defer close(followed)
-			if resp, err := browser.Get(sess.URL); err == nil {
+			if resp, err := browser.PostForm(sess.URL, nil); err == nil {
 				resp.Body.Close()
 			}
 		}()
