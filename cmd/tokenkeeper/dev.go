@@ -53,6 +53,9 @@ func newDevFlags() (*flagSet, *devFlags) {
 }
 
 // runDev runs `tokenkeeper dev` until ctx is cancelled.
+// devScopes are the scopes dev's connect flow asks for.
+const devScopes = "users:read accounts:read export-jobs:read export-jobs:write export-items:read"
+
 func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	f, c := newDevFlags()
 	if err := f.parse(args); err != nil {
@@ -109,6 +112,9 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		"--auth-url", emu.URL + "/oauth/authorize", "--token-url", emu.URL + "/oauth/token", "--api-url", emu.APIURL,
 		"--public-url", public, "--listen", listen, "--log-level", c.logLevel, "--app-name", client.Name,
 		"--shutdown-timeout", "5s",
+		// What an accounting integration asks for, so that the landing page has scopes to
+		// explain.
+		"--scopes", devScopes,
 	}); err != nil {
 		return err
 	}
