@@ -68,4 +68,11 @@
 //     not made, because the provider refused the token issued in place of
 //     an earlier refused one within Config.RejectCooldown. Concurrent
 //     reports that share one flight count once.
+//   - tokenkeeper_coherence_drops_total: cached tokens dropped because the
+//     store's change feed reported that another process changed the
+//     connection.
+//   - tokenkeeper_change_feed_resyncs_total: times the change feed started
+//     listening (each time, every cached token is read again on next use).
+//   - tokenkeeper_change_feed_up: 1 while the change feed listens and its
+//     probes come back (only with a store that has a feed).
 package keeper

@@ -473,9 +473,10 @@ func (g *handlerGate) wait(log *slog.Logger, every time.Duration) {
 	}
 }
 
-// readiness reports whether the store answers and the key file holds the keyset in use
-// (keyWatcher.Status): while it does not, a `keys rotate` may be about to seal under a
-// key this process has not loaded.
+// readiness reports whether the key file holds the keyset in use (keyWatcher.Status):
+// while it does not, a `keys rotate` may be about to seal under a key this process has
+// not loaded. A store that does not answer is not a reason (storeHealth.degraded says
+// so, with 200): every replica shares it.
 func readiness(keys *keyWatcher) func(context.Context) error {
 	return func(ctx context.Context) error {
 		if err := keys.Status(); err != nil {
