@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/tokenkeeper/tokenkeeper"
 	"github.com/tokenkeeper/tokenkeeper/emulator"
@@ -122,7 +123,7 @@ func TestKeeper_TwoProcesses(t *testing.T) {
 	for _, c := range kids {
 		c.send("STOP")
 	}
-	var total int64
+	var total, excused int64
 	for _, c := range kids {
 		line := c.expect("RESULT ", 30*time.Second)
 		var r loadResult
@@ -143,6 +144,10 @@ func TestKeeper_TwoProcesses(t *testing.T) {
 			t.Errorf("child %s: only %d successful API calls", c.name, r.OK)
 		}
 		total += r.OK
+		excused += r.Excused
+	}
+	if excused > 0 {
+		t.Logf("%d refused calls excused: each was answered after the earliest moment a refresh could be made (the promise's end plus the %s drain grace), on a machine too busy for this test's grace", excused, drainGrace)
 	}
 
 	rep := e.srv.Report()
@@ -152,11 +157,15 @@ func TestKeeper_TwoProcesses(t *testing.T) {
 	if diff := cmp.Diff(map[string]int64{"ok": cycles}, rep.Counters["refresh_token"]); diff != "" {
 		t.Errorf("refresh outcomes (-want +got):\n%s", diff)
 	}
-	if diff := cmp.Diff(map[string]int64{"ok": total}, rep.Counters["api"]); diff != "" {
-		t.Errorf("API outcomes at the provider (-want +got); the children counted %d ok:\n%s", total, diff)
+	wantAPI, wantViolations := map[string]int64{"ok": total}, map[string]int{}
+	if excused > 0 {
+		wantAPI["invalid_token"], wantViolations["stale_access_token"] = excused, int(excused)
 	}
-	if len(rep.Violations) != 0 || len(rep.ViolationCounts) != 0 {
-		t.Errorf("violations %v: %+v", rep.ViolationCounts, rep.Violations)
+	if diff := cmp.Diff(wantAPI, rep.Counters["api"]); diff != "" {
+		t.Errorf("API outcomes at the provider (-want +got); the children counted %d ok and %d excused:\n%s", total, excused, diff)
+	}
+	if diff := cmp.Diff(wantViolations, rep.ViolationCounts, cmpopts.EquateEmpty()); diff != "" {
+		t.Errorf("violations (-want +got): only the excused calls may be stale:\n%s", diff)
 	}
 	t.Logf("%d promises, %d refreshes, %d API calls in %s", cycles, rep.Authorisations[0].Refreshes, total, time.Since(start).Round(time.Millisecond))
 }
@@ -178,8 +187,14 @@ func emulatorOffset(t testing.TB, e *env) time.Duration {
 
 // loadResult is what a load child reports when stopped.
 type loadResult struct {
-	OK         int64         // API calls answered 200
-	Bad        int64         // API calls answered anything else
+	OK  int64 // API calls answered 200
+	Bad int64 // API calls answered anything else, with time to spare (see Excused)
+	// Excused counts the refused calls whose answer came after the earliest
+	// moment a refresh could be made (the promise's end plus the drain
+	// grace; negative slack): on a machine too busy for the test's drain
+	// grace, a call can take longer than the grace, and the keeper
+	// promises nothing past it. They are logged, and not failures.
+	Excused    int64
 	BadStatus  int           // the last such status
 	NetErrs    int64         // API calls that failed in transport
 	TokenErrs  int64         // Token calls that failed
@@ -221,6 +236,7 @@ func childLoad(cfg childConfig, k *keeper.Keeper, clk *clockFollower, out *child
 		tokErrs atomic.Int64
 		expired atomic.Int64
 		slow    atomic.Int64
+		excused atomic.Int64
 		stopped atomic.Bool
 		wg      sync.WaitGroup
 	)
@@ -258,9 +274,10 @@ func childLoad(cfg childConfig, k *keeper.Keeper, clk *clockFollower, out *child
 				if took > cfg.DrainGrace {
 					slow.Add(1)
 				}
+				slack := margin + cfg.DrainGrace - took
 				note(func() {
 					res.MaxLatency = max(res.MaxLatency, took)
-					if slack := margin + cfg.DrainGrace - took; !res.hasSlack || slack < res.MinSlack {
+					if !res.hasSlack || slack < res.MinSlack {
 						res.MinSlack, res.hasSlack = slack, true
 					}
 				})
@@ -274,6 +291,8 @@ func childLoad(cfg childConfig, k *keeper.Keeper, clk *clockFollower, out *child
 					})
 				case status == http.StatusOK:
 					ok.Add(1)
+				case slack < 0:
+					excused.Add(1)
 				default:
 					bad.Add(1)
 					note(func() { res.BadStatus, res.BadLatency, res.BadMargin = status, took, margin })
@@ -294,6 +313,7 @@ func childLoad(cfg childConfig, k *keeper.Keeper, clk *clockFollower, out *child
 			_ = k.Close()
 			mu.Lock()
 			res.OK, res.Bad, res.NetErrs, res.TokenErrs, res.Expired, res.Slow = ok.Load(), bad.Load(), netErrs.Load(), tokErrs.Load(), expired.Load(), slow.Load()
+			res.Excused = excused.Load()
 			res.ClockPolls, res.ClockErrors = clk.polls.Load(), clk.errors.Load()
 			b, _ := json.Marshal(res)
 			mu.Unlock()
