@@ -734,8 +734,10 @@ func (c *chaos) check(traffic, settle time.Duration) {
 	if n := st.unexpect.Load(); n > 0 {
 		t.Errorf("%d unexpected errors", n)
 	}
-	// 3. The soak did something.
-	if st.apiOK.Load() < 500 || rc["ok"] < 40 {
+	// 3. The soak did something. (An idle machine does 2,000 to 5,000 API
+	// calls and 80 to 110 refreshes; a loaded one as few as half that.
+	// These bounds only catch a soak that did next to nothing.)
+	if st.apiOK.Load() < 300 || rc["ok"] < 20 {
 		t.Errorf("too little happened: %d API calls, %d refreshes", st.apiOK.Load(), rc["ok"])
 	}
 
