@@ -12,3 +12,13 @@ var MapErr = mapErr
 
 // ListQuery is listQuery, for tests of the query plans.
 var ListQuery = listQuery
+
+// Migrations returns how many migrations this build has and the newest
+// one's version, for tests that check what Open applied.
+func Migrations() (n int, latest int64) {
+	ms, err := migrations()
+	if err != nil {
+		panic(err)
+	}
+	return len(ms), ms[len(ms)-1].version
+}

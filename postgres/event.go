@@ -1,0 +1,202 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/tokenkeeper/tokenkeeper"
+)
+
+var _ tokenkeeper.EventLog = (*Store)(nil)
+
+// eventColumns are the columns scanEvent reads, in its order.
+const eventColumns = `seq, id, type, connection_id, subject, reason, time, generation`
+
+const (
+	appendEventSQL = `INSERT INTO events (id, type, connection_id, subject, reason, time, generation)
+		VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING seq`
+	// enqueueSQL takes the event's id and time, whether to enqueue to every
+	// enabled endpoint, and one endpoint id ('' for none); it returns the
+	// number enqueued to that one endpoint.
+	enqueueSQL = `WITH d AS (
+		INSERT INTO webhook_deliveries (event_id, endpoint_id, state, attempts, created_at, next_attempt_at,
+			last_attempt_at, last_status, last_error, delivered_at)
+		SELECT $1, e.id, 'pending', 0, $2, $2, '-infinity', 0, '', '-infinity'
+		FROM webhook_endpoints e WHERE e.disabled_at = '-infinity' AND ($3::boolean OR e.id = $4)
+		ON CONFLICT DO NOTHING RETURNING endpoint_id)
+		SELECT count(*) FROM d WHERE endpoint_id = $4`
+)
+
+// AppendEvent stores e and the deliveries fanout asks for in one
+// transaction, and sets e.Seq. See [tokenkeeper.EventLog].
+func (s *Store) AppendEvent(ctx context.Context, e *tokenkeeper.StoredEvent, fanout tokenkeeper.Fanout) error {
+	if e == nil {
+		return fmt.Errorf("postgres: append event: %w", errInvalid("the event is nil"))
+	}
+	if err := e.Validate(); err != nil {
+		return fmt.Errorf("postgres: append event %s: %w", e.ID, err)
+	}
+	if err := checkText("Fanout.Endpoint", string(fanout.Endpoint)); err != nil {
+		return fmt.Errorf("postgres: append event %s: %w", e.ID, err)
+	}
+	var seq int64
+	err := retry(ctx, func() error {
+		return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+			if err := tx.QueryRow(ctx, appendEventSQL, string(e.ID), string(e.Type), string(e.ConnectionID),
+				e.Subject, e.Reason, ts(e.Time), e.Generation).Scan(&seq); err != nil {
+				return err
+			}
+			if !fanout.AllEndpoints && fanout.Endpoint == "" {
+				return nil
+			}
+			var n int64
+			if err := tx.QueryRow(ctx, enqueueSQL, string(e.ID), ts(e.Time), fanout.AllEndpoints, string(fanout.Endpoint)).Scan(&n); err != nil {
+				return err
+			}
+			if fanout.Endpoint != "" && n == 0 && !fanout.AllEndpoints {
+				return errNotFound(fmt.Sprintf("webhook endpoint %s", fanout.Endpoint))
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		err = withMessage(mapErr(err), tokenkeeper.CodeConflict, fmt.Sprintf("event %s exists", e.ID))
+		return fmt.Errorf("postgres: append event %s: %w", e.ID, err)
+	}
+	e.Seq = seq
+	return nil
+}
+
+// ListEvents returns the events that pass f, by seq. A zero or negative
+// Limit means [DefaultLimit]; one over [MaxLimit] means MaxLimit.
+func (s *Store) ListEvents(ctx context.Context, f tokenkeeper.EventFilter) ([]*tokenkeeper.StoredEvent, error) {
+	if f.ConnectionID != "" && !storable(string(f.ConnectionID)) {
+		return []*tokenkeeper.StoredEvent{}, nil
+	}
+	before := int64(math.MaxInt64)
+	if f.BeforeSeq > 0 {
+		before = f.BeforeSeq
+	}
+	args := []any{f.AfterSeq, before}
+	where := []string{"seq > $1", "seq < $2"}
+	if f.ConnectionID != "" {
+		args = append(args, string(f.ConnectionID))
+		where = append(where, fmt.Sprintf("connection_id = $%d", len(args)))
+	}
+	if len(f.Types) > 0 {
+		args = append(args, typeStrings(f.Types))
+		where = append(where, fmt.Sprintf("type = ANY($%d)", len(args)))
+	}
+	if !f.Since.IsZero() {
+		args = append(args, tsAfter(f.Since))
+		where = append(where, fmt.Sprintf("time >= $%d", len(args)))
+	}
+	order := "ASC"
+	if f.Newest {
+		order = "DESC"
+	}
+	args = append(args, limitOf(f.Limit))
+	query := `SELECT ` + eventColumns + ` FROM events WHERE ` + strings.Join(where, " AND ") +
+		fmt.Sprintf(` ORDER BY seq %s LIMIT $%d`, order, len(args))
+	events, err := s.queryEvents(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: list events: %w", err)
+	}
+	return events, nil
+}
+
+// LatestEvents returns each connection's newest event of types. See
+// [tokenkeeper.EventLog].
+func (s *Store) LatestEvents(ctx context.Context, ids []tokenkeeper.ConnectionID, types []tokenkeeper.EventType) (map[tokenkeeper.ConnectionID]*tokenkeeper.StoredEvent, error) {
+	out := map[tokenkeeper.ConnectionID]*tokenkeeper.StoredEvent{}
+	if len(ids) > MaxLimit {
+		return nil, fmt.Errorf("postgres: latest events: %w", errInvalid(fmt.Sprintf("%d ids; the limit is %d", len(ids), MaxLimit)))
+	}
+	var keys []string
+	for _, id := range ids {
+		if storable(string(id)) {
+			keys = append(keys, string(id))
+		}
+	}
+	if len(keys) == 0 {
+		return out, nil
+	}
+	query := `SELECT DISTINCT ON (connection_id) ` + eventColumns + ` FROM events
+		WHERE connection_id = ANY($1) AND (cardinality($2::text[]) = 0 OR type = ANY($2))
+		ORDER BY connection_id, seq DESC`
+	events, err := s.queryEvents(ctx, query, keys, typeStrings(types))
+	if err != nil {
+		return nil, fmt.Errorf("postgres: latest events: %w", err)
+	}
+	for _, e := range events {
+		out[e.ConnectionID] = e
+	}
+	return out, nil
+}
+
+// PruneEvents removes old events and their deliveries in one statement.
+// See [tokenkeeper.EventLog].
+func (s *Store) PruneEvents(ctx context.Context, before time.Time, keepLatest []tokenkeeper.EventType) (int, error) {
+	var n int64
+	err := retry(ctx, func() error {
+		// The deliveries go with their event (ON DELETE CASCADE).
+		tag, err := s.pool.Exec(ctx, `DELETE FROM events WHERE time < $1
+			AND seq NOT IN (SELECT max(seq) FROM events WHERE type = ANY($2) GROUP BY connection_id)
+			AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = events.id AND d.state = 'pending')`,
+			tsAfter(before), typeStrings(keepLatest))
+		n = tag.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("postgres: prune events: %w", mapErr(err))
+	}
+	return int(n), nil
+}
+
+// queryEvents runs query and scans its rows of eventColumns.
+func (s *Store) queryEvents(ctx context.Context, query string, args ...any) ([]*tokenkeeper.StoredEvent, error) {
+	events := []*tokenkeeper.StoredEvent{}
+	err := retry(ctx, func() error {
+		events = events[:0]
+		rows, err := s.pool.Query(ctx, query, args...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var e tokenkeeper.StoredEvent
+			var at pgtype.Timestamptz
+			if err := rows.Scan(&e.Seq, &e.ID, &e.Type, &e.ConnectionID, &e.Subject, &e.Reason, &at, &e.Generation); err != nil {
+				return err
+			}
+			e.Time = fromTS(at)
+			events = append(events, &e)
+		}
+		return rows.Err()
+	})
+	return events, mapErr(err)
+}
+
+// typeStrings returns types as a text array (never nil, so that it is
+// '{}', not NULL).
+func typeStrings(types []tokenkeeper.EventType) []string {
+	out := make([]string, 0, len(types))
+	for _, t := range types {
+		out = append(out, string(t))
+	}
+	return out
+}
+
+// limitOf applies DefaultLimit and MaxLimit to a filter's Limit.
+func limitOf(limit int) int {
+	if limit <= 0 {
+		limit = DefaultLimit
+	}
+	return min(limit, MaxLimit)
+}
