@@ -57,8 +57,7 @@ func (e *Endpoints) create(ctx context.Context, id tokenkeeper.WebhookEndpointID
 		return nil, err
 	}
 	if insecure {
-		orDiscard(e.Logger).Warn("webhook endpoint uses plain http: deliveries (signed, but readable) cross the network in the clear; use https unless it is on loopback or an internal network",
-			"endpoint", id)
+		e.warnInsecure(id)
 	}
 	sealed, err := e.Sealer.Seal([]byte(secret.Reveal()), secretAD(id))
 	if err != nil {
@@ -95,6 +94,9 @@ func (e *Endpoints) Ensure(ctx context.Context, rawURL string, secret tokenkeepe
 		}
 	}
 	if mine != nil && !mine.Disabled() {
+		if insecure, _ := tokenkeeper.CheckWebhookURL(rawURL); insecure {
+			e.warnInsecure(id)
+		}
 		return mine, nil
 	}
 	if mine != nil {
@@ -105,6 +107,12 @@ func (e *Endpoints) Ensure(ctx context.Context, rawURL string, secret tokenkeepe
 		return e.Store.GetWebhookEndpoint(ctx, id)
 	}
 	return ep, err
+}
+
+// warnInsecure logs that endpoint id is plain http.
+func (e *Endpoints) warnInsecure(id tokenkeeper.WebhookEndpointID) {
+	orDiscard(e.Logger).Warn("webhook endpoint uses plain http: deliveries (signed, but readable) cross the network in the clear; use https unless it is on loopback or an internal network",
+		"endpoint", id)
 }
 
 // List returns the endpoints that are not disabled, oldest first.

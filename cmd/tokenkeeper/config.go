@@ -61,6 +61,7 @@ type settings struct {
 	shutdownTimeout time.Duration
 	logFormat       string
 	logLevel        string
+	webhookSettings
 
 	// Resolved by check.
 	prov         tokenkeeper.Provider
@@ -127,6 +128,7 @@ func newSettings(name string, groups group) *settings {
 			"on SIGTERM, wait this `DURATION` for requests and refreshes in flight")
 		f.choiceVar(&s.logFormat, "log-format", "text", []string{"text", "json"}, "log `FORMAT` on stderr: text or json")
 		f.choiceVar(&s.logLevel, "log-level", "info", []string{"debug", "info", "warn", "error"}, "log `LEVEL`")
+		s.webhookFlags(f)
 	}
 	return s
 }
@@ -244,6 +246,9 @@ func (s *settings) check() error {
 		}
 		if s.shutdownTimeout <= 0 {
 			return bad("shutdown-timeout", "must be positive")
+		}
+		if err := s.checkWebhooks(bad); err != nil {
+			return err
 		}
 	}
 	if s.groups&groupProvider != 0 {

@@ -94,6 +94,7 @@ type service struct {
 	store  backend
 	keeper *keeper.Keeper
 	flow   *connect.Flow
+	events *eventSystem
 	srv    *http.Server
 	ln     net.Listener
 
@@ -168,13 +169,17 @@ func startService(ctx context.Context, s *settings, kf *keyFile, log *slog.Logge
 		return nil, err
 	}
 
+	seams := seamsFrom(ctx)
+	events, err := newEventSystem(ctx, s, st, keys, log, reg, seams.now)
+	if err != nil {
+		return nil, err
+	}
 	kcfg := keeper.Config{
 		Registerer:    reg,
 		Retention:     s.retention,
 		PruneInterval: s.pruneInterval,
-		Events:        eventLogger{log: log, next: opts.events},
+		Events:        eventLogger{log: log, next: handlers{events.recorder, opts.events}},
 	}
-	seams := seamsFrom(ctx)
 	if seams.now != nil {
 		kcfg.Now = seams.now
 	}
@@ -204,6 +209,8 @@ func startService(ctx context.Context, s *settings, kf *keyFile, log *slog.Logge
 		Store:      st,
 		APIKeys:    st,
 		Audit:      st,
+		Webhooks:   events.endpoints,
+		Events:     st,
 		PublicURL:  s.public,
 		Retention:  s.retention,
 		Ready:      readiness(st, watcher),
@@ -230,7 +237,7 @@ func startService(ctx context.Context, s *settings, kf *keyFile, log *slog.Logge
 		return nil, &usageError{cmd: s.f.fs.Name(), err: fmt.Errorf("%s: %v", s.f.source("listen"), err)}
 	}
 	svc = &service{
-		url: "http://" + ln.Addr().String(), store: st, keeper: k, flow: flow, ln: ln, log: log, s: s,
+		url: "http://" + ln.Addr().String(), store: st, keeper: k, flow: flow, ln: ln, log: log, s: s, events: events,
 		runDone: make(chan error, 1), serveErr: make(chan error, 2),
 	}
 	if s.metricsListen != "" {
@@ -263,6 +270,7 @@ func startService(ctx context.Context, s *settings, kf *keyFile, log *slog.Logge
 	svc.runCancel = cancel
 	svc.srv.ConnState = svc.track
 	go func() { svc.runDone <- k.Run(runCtx) }()
+	events.start(runCtx)
 	if seams.beforeKeyWatch != nil {
 		seams.beforeKeyWatch()
 	}
@@ -353,6 +361,7 @@ func (svc *service) shutdown() error {
 	if err := svc.keeper.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("drain refreshes: %w", err))
 	}
+	svc.events.wait() // the dispatcher records the attempts in flight
 	svc.handlers.wait(svc.log, svc.s.shutdownTimeout)
 	if err := svc.store.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("close the store: %w", err))
