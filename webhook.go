@@ -232,6 +232,11 @@ type WebhookStore interface {
 	// time and is not an error. CodeNotFound if absent; CodeInvalid for the
 	// zero at.
 	DisableWebhookEndpoint(ctx context.Context, id WebhookEndpointID, at time.Time) error
+	// ResealWebhookEndpoint replaces the endpoint's sealed secret old with
+	// new (a key rotation's re-seal), if the stored one is still old (same
+	// KeyID and ciphertext: compare and swap). CodeConflict if it is not;
+	// CodeNotFound if absent; CodeInvalid if new is zero.
+	ResealWebhookEndpoint(ctx context.Context, id WebhookEndpointID, old, new Sealed) error
 
 	// ClaimDeliveries claims up to limit pending deliveries that are due
 	// (NextAttemptAt at or before now, the caller's clock, which wrote

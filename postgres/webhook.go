@@ -168,6 +168,44 @@ func (s *Store) DisableWebhookEndpoint(ctx context.Context, id tokenkeeper.Webho
 	return nil
 }
 
+// ResealWebhookEndpoint swaps the endpoint's sealed secret in one
+// conditional UPDATE. See [tokenkeeper.WebhookStore].
+func (s *Store) ResealWebhookEndpoint(ctx context.Context, id tokenkeeper.WebhookEndpointID, old, new tokenkeeper.Sealed) error {
+	err := func() error {
+		if new.IsZero() {
+			return errInvalid("the new sealed secret is empty")
+		}
+		if err := checkText("the new secret's KeyID", new.KeyID); err != nil {
+			return err
+		}
+		if !storable(string(id)) || !storable(old.KeyID) {
+			return errNotFound(fmt.Sprintf("webhook endpoint %s", id))
+		}
+		var n int64
+		err := retry(ctx, func() error {
+			tag, err := s.pool.Exec(ctx, `UPDATE webhook_endpoints SET secret = $1, secret_key = $2
+				WHERE id = $3 AND secret = $4 AND secret_key = $5`,
+				new.Ciphertext, new.KeyID, string(id), bytea(old.Ciphertext), old.KeyID)
+			n = tag.RowsAffected()
+			return err
+		})
+		if err != nil {
+			return mapErr(err)
+		}
+		if n > 0 {
+			return nil
+		}
+		if _, err := s.GetWebhookEndpoint(ctx, id); err != nil {
+			return err
+		}
+		return errConflict("the endpoint's secret changed since it was read")
+	}()
+	if err != nil {
+		return fmt.Errorf("postgres: reseal webhook endpoint %s: %w", id, err)
+	}
+	return nil
+}
+
 // ClaimDeliveries claims due deliveries in one statement (FOR UPDATE SKIP
 // LOCKED). The claim's expiry is on the server's clock. See
 // [tokenkeeper.WebhookStore].

@@ -106,6 +106,33 @@ func (s *Store) DisableWebhookEndpoint(ctx context.Context, id tokenkeeper.Webho
 	return nil
 }
 
+// ResealWebhookEndpoint swaps the endpoint's sealed secret in one
+// conditional UPDATE. See [tokenkeeper.WebhookStore].
+func (s *Store) ResealWebhookEndpoint(ctx context.Context, id tokenkeeper.WebhookEndpointID, old, new tokenkeeper.Sealed) error {
+	err := func() error {
+		if new.IsZero() {
+			return errInvalid("the new sealed secret is empty")
+		}
+		if err := checkText("the new secret's KeyID", new.KeyID); err != nil {
+			return err
+		}
+		ok, err := affected(s.write.ExecContext(ctx, `UPDATE webhook_endpoints SET secret = ?, secret_key = ?
+			WHERE id = ? AND secret = ? AND secret_key = ?`,
+			new.Ciphertext, new.KeyID, string(id), old.Ciphertext, old.KeyID))
+		if err != nil || ok {
+			return err
+		}
+		if _, err := s.GetWebhookEndpoint(ctx, id); err != nil {
+			return err
+		}
+		return errConflict("the endpoint's secret changed since it was read")
+	}()
+	if err != nil {
+		return fmt.Errorf("sqlite: reseal webhook endpoint %s: %w", id, err)
+	}
+	return nil
+}
+
 // errEndpointDeleted is the LastError of a delivery failed by
 // DisableWebhookEndpoint.
 const errEndpointDeleted = "the endpoint was deleted"

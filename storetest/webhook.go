@@ -117,6 +117,19 @@ func webhookEndpointTests() []test {
 			wantCode(t, err, tokenkeeper.CodeNotFound)
 			wantCode(t, s.DisableWebhookEndpoint(t.Context(), "we_nope", now()), tokenkeeper.CodeNotFound)
 		})},
+		{"Reseal", withOutbox(func(t *testing.T, s outbox) {
+			a := endpoint(t, s, "https://a.example/hook")
+			next := sealed("key-2")
+			if err := s.ResealWebhookEndpoint(t.Context(), a.ID, a.Secret, next); err != nil {
+				t.Fatal(err)
+			}
+			got, _ := s.GetWebhookEndpoint(t.Context(), a.ID)
+			wantEqual(t, "resealed secret", got.Secret, next)
+			// The old value no longer matches: compare and swap.
+			wantCode(t, s.ResealWebhookEndpoint(t.Context(), a.ID, a.Secret, sealed("key-3")), tokenkeeper.CodeConflict)
+			wantCode(t, s.ResealWebhookEndpoint(t.Context(), "we_nope", a.Secret, next), tokenkeeper.CodeNotFound)
+			wantCode(t, s.ResealWebhookEndpoint(t.Context(), a.ID, next, tokenkeeper.Sealed{}), tokenkeeper.CodeInvalid)
+		})},
 		{"Disable", withOutbox(func(t *testing.T, s outbox) {
 			a := endpoint(t, s, "https://a.example/hook")
 			b := endpoint(t, s, "https://b.example/hook")

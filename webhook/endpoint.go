@@ -165,6 +165,42 @@ func (e *Endpoints) SendTest(ctx context.Context, id tokenkeeper.WebhookEndpoint
 	return ev, nil
 }
 
+// Reseal seals every endpoint's secret that is not under the Sealer's
+// primary key again under it (a key rotation's re-seal, before the old key
+// is removed), each with a compare and swap, and returns how many it
+// re-sealed. A secret changed meanwhile is read again.
+func (e *Endpoints) Reseal(ctx context.Context) (int, error) {
+	eps, err := e.Store.ListWebhookEndpoints(ctx)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, ep := range eps {
+		for ep.Secret.KeyID != e.Sealer.PrimaryKeyID() {
+			secret, err := OpenSecret(e.Sealer, ep)
+			if err != nil {
+				return n, err
+			}
+			sealed, err := e.Sealer.Seal([]byte(secret.Reveal()), secretAD(ep.ID))
+			if err != nil {
+				return n, fmt.Errorf("seal the webhook secret: %w", err)
+			}
+			err = e.Store.ResealWebhookEndpoint(ctx, ep.ID, ep.Secret, sealed)
+			if err == nil {
+				n++
+				break
+			}
+			if tokenkeeper.ErrorCode(err) != tokenkeeper.CodeConflict {
+				return n, err
+			}
+			if ep, err = e.Store.GetWebhookEndpoint(ctx, ep.ID); err != nil {
+				return n, err
+			}
+		}
+	}
+	return n, nil
+}
+
 // Deliveries returns the delivery log: deliveries that pass f, newest
 // first, each with its event.
 func (e *Endpoints) Deliveries(ctx context.Context, f tokenkeeper.DeliveryFilter) ([]*tokenkeeper.Delivery, error) {

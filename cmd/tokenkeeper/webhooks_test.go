@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
@@ -14,6 +15,8 @@ import (
 	"time"
 
 	"github.com/tokenkeeper/tokenkeeper"
+	"github.com/tokenkeeper/tokenkeeper/seal"
+	"github.com/tokenkeeper/tokenkeeper/webhook"
 )
 
 // hookReceiver is a webhook receiver that checks each signature as the Standard Webhooks
@@ -211,5 +214,31 @@ func TestServe_Webhooks(t *testing.T) {
 		if strings.Contains(logs, s) {
 			t.Errorf("the log holds a token or webhook secret (%.10s...)", s)
 		}
+	}
+}
+
+// TestKeys_RotateResealsWebhookSecrets: keys rotate --remove-old re-seals the webhook
+// endpoints' secrets too, so they still open (and sign) with the keyset left.
+func TestKeys_RotateResealsWebhookSecrets(t *testing.T) {
+	t.Parallel()
+	e := newAdmEnv(t)
+	e.seed(t, e.ks, "acme", tokenkeeper.StateActive, time.Now())
+	eps := &webhook.Endpoints{Store: e.st, Log: e.st, Sealer: seal.NewKeyring(e.ks)}
+	ep, secret, err := eps.Create(context.Background(), "https://hooks.example/tk")
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr := e.run(t, "keys", "rotate", "--key-file", e.keyFile, "--settle", "0", "--remove-old")
+	if code != exitOK || !strings.Contains(stdout, "re-sealed 1 webhook endpoint secrets") {
+		t.Fatalf("keys rotate --remove-old: exit %d\n%s%s", code, stdout, stderr)
+	}
+	ks := e.loadKeys(t)
+	got, err := e.st.GetWebhookEndpoint(context.Background(), ep.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opened, err := webhook.OpenSecret(seal.NewKeyring(ks), got)
+	if err != nil || !opened.Equal(secret) || got.Secret.KeyID != ks.PrimaryKeyID() {
+		t.Errorf("after rotation the secret is under %s and opens: %v", got.Secret.KeyID, err)
 	}
 }
