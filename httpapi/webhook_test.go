@@ -2,6 +2,7 @@ package httpapi_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -194,4 +195,40 @@ func TestServer_Events(t *testing.T) {
 	restore := e.faults.inject("ListEvents", errInternal)
 	want(t, e.do(t, req{method: "GET", path: "/v1/connections/c1/events", key: e.admin}), http.StatusInternalServerError, tokenkeeper.CodeInternal)
 	restore()
+}
+
+func TestClient_Webhooks(t *testing.T) {
+	e := newEnv(t)
+	c := e.apiClient(e.admin)
+	ctx := tctx(t)
+	created, err := c.CreateWebhookEndpoint(ctx, "https://hooks.example/c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.secrets.add("webhook secret", created.Secret.Reveal())
+	if fmt.Sprint(created) == "" || strings.Contains(fmt.Sprint(created), created.Secret.Reveal()) {
+		t.Errorf("a CreatedWebhookEndpoint prints its secret")
+	}
+	list, err := c.ListWebhookEndpoints(ctx)
+	if err != nil || len(list) != 1 || list[0].ID != created.ID {
+		t.Fatalf("list %v, %v", list, err)
+	}
+	test, err := c.TestWebhookEndpoint(ctx, created.ID)
+	if err != nil || test.Type != "webhook.test" {
+		t.Fatalf("test %v, %v", test, err)
+	}
+	ds, err := c.ListDeliveries(ctx, created.ID, httpapi.ListDeliveriesOptions{State: tokenkeeper.DeliveryPending, Limit: 5})
+	if err != nil || len(ds.Deliveries) != 1 || ds.Deliveries[0].EventID != test.EventID {
+		t.Fatalf("deliveries %v, %v", ds, err)
+	}
+	if _, err := c.DeleteWebhookEndpoint(ctx, created.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.DeleteWebhookEndpoint(ctx, created.ID); tokenkeeper.ErrorCode(err) != tokenkeeper.CodeNotFound {
+		t.Errorf("deleting again: %v", err)
+	}
+	evs, err := c.ListEvents(ctx, "c1", httpapi.ListEventsOptions{Type: "connection.connected", Limit: 10})
+	if err != nil || len(evs.Events) != 0 {
+		t.Errorf("events %v, %v", evs, err)
+	}
 }

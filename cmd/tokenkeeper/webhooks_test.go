@@ -242,3 +242,60 @@ func TestKeys_RotateResealsWebhookSecrets(t *testing.T) {
 		t.Errorf("after rotation the secret is under %s and opens: %v", got.Secret.KeyID, err)
 	}
 }
+
+// TestWebhooks_CLI: the webhooks commands on the store.
+func TestWebhooks_CLI(t *testing.T) {
+	t.Parallel()
+	e := newAdmEnv(t)
+	code, stdout, stderr := e.run(t, "webhooks", "create", "--url", "http://127.0.0.1:9/hook", "--key-file", e.keyFile)
+	secret := strings.TrimSpace(stdout)
+	if code != exitOK || !strings.HasPrefix(secret, "whsec_") || !strings.Contains(stderr, "plain http") {
+		t.Fatalf("webhooks create: exit %d\n%s%s", code, stdout, stderr)
+	}
+	var list httpapiList
+	mustJSON(t, e.mustRun(t, "webhooks", "list", "--json"), &list)
+	if len(list.WebhookEndpoints) != 1 || strings.Contains(e.mustRun(t, "webhooks", "list"), "whsec_") {
+		t.Fatalf("webhooks list: %+v", list)
+	}
+	id := list.WebhookEndpoints[0].ID
+	if out := e.mustRun(t, "webhooks", "test", id); !strings.Contains(out, "test event evt_") {
+		t.Errorf("webhooks test: %s", out)
+	}
+	if out := e.mustRun(t, "webhooks", "deliveries", id, "--state", "pending"); !strings.Contains(out, "webhook.test") {
+		t.Errorf("webhooks deliveries: %s", out)
+	}
+	e.mustRun(t, "webhooks", "delete", id)
+	if code, _, _ := e.run(t, "webhooks", "delete", id); code != 4 {
+		t.Errorf("deleting again: exit %d, want 4", code)
+	}
+	for _, args := range [][]string{
+		{"webhooks", "create", "--url", "ftp://a.example", "--key-file", e.keyFile},
+		{"webhooks", "create", "--key-file", e.keyFile},
+		{"webhooks", "deliveries", id, "--state", "lost"},
+	} {
+		if code, _, _ := e.run(t, args...); code != exitUsage {
+			t.Errorf("%v: exit %d, want 2", args, code)
+		}
+	}
+	code, stdout, _ = run(t, "webhooks", "secret")
+	if _, err := tokenkeeper.WebhookSecretKey(tokenkeeper.NewSecret(strings.TrimSpace(stdout))); code != exitOK || err != nil {
+		t.Errorf("webhooks secret: exit %d, %q, %v", code, stdout, err)
+	}
+	entries := e.mustRun(t, "audit", "list")
+	for _, action := range []string{"webhook_endpoint.create", "webhook_endpoint.test", "webhook_endpoint.delete"} {
+		if !strings.Contains(entries, action) {
+			t.Errorf("audit lacks %s:\n%s", action, entries)
+		}
+	}
+}
+
+type httpapiList struct {
+	WebhookEndpoints []struct{ ID string } `json:"webhook_endpoints"`
+}
+
+func mustJSON(t *testing.T, s string, v any) {
+	t.Helper()
+	if err := json.Unmarshal([]byte(s), v); err != nil {
+		t.Fatalf("%s: %v", s, err)
+	}
+}
