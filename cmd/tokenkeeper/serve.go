@@ -30,8 +30,9 @@ import (
 const serveUsage = `Usage: tokenkeeper serve [flags]
 
 Runs the token service: the HTTP API under /v1 (tokens, connections, connect sessions,
-the proxy to the provider's API, API keys, the audit trail), the OAuth redirect URI
-/oauth/callback, /healthz, /readyz and /metrics, the refresh scheduler and retention.
+the proxy to the provider's API, API keys, the audit trail, the event log, webhook
+endpoints), the OAuth redirect URI /oauth/callback, /healthz, /readyz and /metrics, the
+refresh scheduler, retention, and signed webhooks from the store's outbox.
 It prints one line on stdout with the URL it listens on, logs on stderr, and on SIGINT
 or SIGTERM stops accepting, lets requests and refreshes in flight finish and persist,
 then exits.
