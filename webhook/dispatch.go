@@ -49,8 +49,9 @@ type Config struct {
 	// Owner names this dispatcher in its claims; "" means a random one.
 	Owner string
 	// ClaimTTL is how long a claimed delivery is this dispatcher's alone:
-	// if it dies, another takes the delivery over after that. 0 means
-	// Timeout plus 30 seconds, so that a live dispatcher finishes well
+	// if it dies, another takes the delivery over after that. 0 means the
+	// time a whole batch may take (Timeout per round of Concurrency
+	// attempts) plus 30 seconds, so that a live dispatcher finishes well
 	// within its claim.
 	ClaimTTL time.Duration
 	// PollInterval is how often an idle dispatcher looks for due
@@ -127,7 +128,6 @@ func New(cfg Config) (*Dispatcher, error) {
 		}
 	}
 	def(&cfg.Timeout, DefaultTimeout)
-	def(&cfg.ClaimTTL, cfg.Timeout+30*time.Second)
 	def(&cfg.PollInterval, DefaultPollInterval)
 	def(&cfg.MinBackoff, DefaultMinBackoff)
 	def(&cfg.MaxBackoff, DefaultMaxBackoff)
@@ -141,6 +141,8 @@ func New(cfg Config) (*Dispatcher, error) {
 	if cfg.MaxAttempts <= 0 {
 		cfg.MaxAttempts = DefaultMaxAttempts
 	}
+	rounds := time.Duration((cfg.Batch + cfg.Concurrency - 1) / cfg.Concurrency)
+	def(&cfg.ClaimTTL, rounds*cfg.Timeout+30*time.Second)
 	if cfg.Owner == "" {
 		var b [8]byte
 		cryptoRead(b[:])

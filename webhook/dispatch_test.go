@@ -293,4 +293,14 @@ func TestEndpoints_Ensure(t *testing.T) {
 	if len(list) != 1 || list[0].ID != b.ID {
 		t.Errorf("List = %v, want only %s", list, b.ID)
 	}
+	// Deleted over the API, it stays deleted.
+	s2 := tokenkeeper.NewWebhookSecret()
+	c, _ := eps.Ensure(t.Context(), "https://c.example/hook", s2)
+	if err := eps.Delete(t.Context(), c.ID); err != nil {
+		t.Fatal(err)
+	}
+	got, err := eps.Ensure(t.Context(), "https://c.example/hook", s2)
+	if tokenkeeper.ErrorCode(err) != tokenkeeper.CodeConflict || got == nil || got.ID != c.ID || !got.Disabled() {
+		t.Errorf("Ensure of a deleted endpoint = %v, %v; want it, disabled, and a conflict", got, err)
+	}
 }

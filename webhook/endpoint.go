@@ -75,6 +75,8 @@ func (e *Endpoints) create(ctx context.Context, id tokenkeeper.WebhookEndpointID
 // from the URL and the secret, so replicas starting together make one; an
 // enabled endpoint for the same URL with another secret (the configured
 // secret changed) is disabled. Endpoints made by Create are not touched.
+// If that endpoint was deleted (over the API), it stays deleted: Ensure
+// returns it with a CodeConflict error.
 func (e *Endpoints) Ensure(ctx context.Context, rawURL string, secret tokenkeeper.Secret) (*tokenkeeper.WebhookEndpoint, error) {
 	h := sha256.Sum256([]byte("tokenkeeper/config-endpoint/v1\x00" + rawURL + "\x00" + secret.Reveal()))
 	id := tokenkeeper.WebhookEndpointID("we_cfg" + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(h[:15])))
@@ -100,7 +102,7 @@ func (e *Endpoints) Ensure(ctx context.Context, rawURL string, secret tokenkeepe
 		return mine, nil
 	}
 	if mine != nil {
-		return nil, tokenkeeper.Errorf(tokenkeeper.CodeConflict, "the configured webhook endpoint %s was deleted; configure another secret to make a new one", id)
+		return mine, tokenkeeper.Errorf(tokenkeeper.CodeConflict, "the configured webhook endpoint %s was deleted; configure another secret to make a new one", id)
 	}
 	ep, err := e.create(ctx, id, rawURL, secret)
 	if tokenkeeper.ErrorCode(err) == tokenkeeper.CodeConflict {

@@ -113,6 +113,11 @@ func newEventSystem(ctx context.Context, s *settings, st backend, keys tokenkeep
 	eps := &webhook.Endpoints{Store: st, Log: st, Sealer: keys, Now: now, Logger: log, Enqueued: d.Notify}
 	for _, u := range s.webhookURLs {
 		ep, err := eps.Ensure(ctx, u, s.webhookSecret)
+		if tokenkeeper.ErrorCode(err) == tokenkeeper.CodeConflict {
+			log.Warn("a --webhook-url endpoint was deleted over the API; nothing is sent to it until its secret changes",
+				"endpoint", ep.ID)
+			continue
+		}
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", s.f.source("webhook-url"), err)
 		}
