@@ -259,3 +259,48 @@ func TestRecorder_Types(t *testing.T) {
 		t.Errorf("sent (-want +got):\n%s", diff)
 	}
 }
+
+// TestReconciler_RunPrunes: with Retention, Run prunes old events (keeping each
+// connection's newest state event), and stops when its context ends.
+func TestReconciler_RunPrunes(t *testing.T) {
+	e := newEnv(t)
+	ctx := t.Context()
+	old := e.clock.Now().Add(-48 * time.Hour)
+	for i, typ := range []tokenkeeper.EventType{tokenkeeper.EventConnected, tokenkeeper.EventRefreshed, tokenkeeper.EventRefreshed} {
+		ev := &tokenkeeper.StoredEvent{ID: tokenkeeper.NewEventID(), Event: tokenkeeper.Event{Type: typ, ConnectionID: "c1", Time: old.Add(time.Duration(i) * time.Second)}}
+		if err := e.store.AppendEvent(ctx, ev, tokenkeeper.Fanout{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r, err := webhook.NewReconciler(webhook.ReconcilerConfig{Store: e.store, Log: e.store, Now: e.clock.Now,
+		Retention: 24 * time.Hour, Interval: time.Hour, Logger: e.logger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error)
+	go func() { done <- r.Run(runCtx) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		evs, _ := e.store.ListEvents(ctx, tokenkeeper.EventFilter{ConnectionID: "c1"})
+		if len(evs) == 1 {
+			if evs[0].Type != tokenkeeper.EventConnected {
+				t.Errorf("kept %s, want the connected event", evs[0].Type)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not pruned within 10s: %d events", len(evs))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != context.Canceled {
+		t.Errorf("Run returned %v, want context.Canceled", err)
+	}
+	// The log-started event is kept too.
+	evs, _ := e.store.ListEvents(ctx, tokenkeeper.EventFilter{Types: []tokenkeeper.EventType{webhook.EventLogStarted}})
+	if len(evs) != 1 {
+		t.Errorf("%d log-started events, want 1", len(evs))
+	}
+}
