@@ -82,7 +82,10 @@ func (s *settings) checkWebhooks(bad func(name, format string, args ...any) erro
 // the reconciler that repairs what a crash lost, the dispatcher that delivers, and the
 // endpoints the API manages.
 type eventSystem struct {
-	recorder   *webhook.Recorder
+	// recorder is the keeper's event handler: a *webhook.Recorder, or, under the test
+	// seam dropEventsKey, one that drops every event (a process that dies after each
+	// commit).
+	recorder   tokenkeeper.EventHandler
 	reconciler *webhook.Reconciler
 	dispatcher *webhook.Dispatcher
 	endpoints  *webhook.Endpoints
@@ -123,8 +126,16 @@ func newEventSystem(ctx context.Context, s *settings, st backend, keys tokenkeep
 		}
 		log.Info("webhook endpoint from configuration", "endpoint", ep.ID)
 	}
-	return &eventSystem{recorder: rec, reconciler: rc, dispatcher: d, endpoints: eps}, nil
+	es := &eventSystem{recorder: rec, reconciler: rc, dispatcher: d, endpoints: eps}
+	if drop, _ := ctx.Value(dropEventsKey{}).(bool); drop {
+		es.recorder = handlers{}
+	}
+	return es, nil
 }
+
+// dropEventsKey is the context key of a test seam: with true under it, the keeper's
+// events are dropped instead of recorded, as if the process died after each commit.
+type dropEventsKey struct{}
 
 // start runs the reconciler and the dispatcher until ctx ends.
 func (es *eventSystem) start(ctx context.Context) {

@@ -299,3 +299,51 @@ func mustJSON(t *testing.T, s string, v any) {
 		t.Fatalf("%s: %v", s, err)
 	}
 }
+
+// TestServe_EventsLostInCrash: a serve whose every event is lost after the keeper's
+// commit (as if it died right after each) connects a connection and loses its grant; the
+// next serve's reconciler finds the connection's state unreported and sends the
+// reconnect_required webhook, once, and records the change in the event log.
+func TestServe_EventsLostInCrash(t *testing.T) {
+	e := newE2E(t)
+	secret := tokenkeeper.NewWebhookSecret()
+	t.Setenv(envWebhookSecret, secret.Reveal())
+	rcv := newHookReceiver(t, secret.Reveal())
+	args := []string{"--webhook-url", rcv.srv.URL}
+	e.serve(e2eOptions{args: args, ctx: func(ctx context.Context) context.Context {
+		return context.WithValue(ctx, dropEventsKey{}, true)
+	}})
+	if q := e.connect("acme"); q.Get("status") != "connected" {
+		t.Fatalf("connect: %v", q)
+	}
+	if err := e.emu.Revoke(latestAuthorisation(t, e.emu).ID); err != nil {
+		t.Fatal(err)
+	}
+	e.emu.Advance(2 * time.Hour)
+	if code := e.call("POST", "/v1/connections/acme/token", nil, nil); code != http.StatusConflict {
+		t.Fatalf("token after the revocation: %d, want 409", code)
+	}
+	var events struct {
+		Events []struct{ Type, Reason string } `json:"events"`
+	}
+	e.call("GET", "/v1/connections/acme/events", nil, &events)
+	if len(events.Events) != 0 || len(rcv.messages()) != 0 {
+		t.Fatalf("the dropping serve recorded %v and sent %v", events.Events, rcv.messages())
+	}
+	if code := e.stop(); code != 0 {
+		t.Fatalf("serve exited %d", code)
+	}
+	e.emu.Advance(5 * time.Minute) // past the reconciler's grace
+	e.serve(e2eOptions{args: args})
+	ms := rcv.waitFor("connection.reconnect_required")
+	if len(ms) != 1 || ms[0].Data.ConnectionID != "acme" || ms[0].Data.Reason == "" {
+		t.Errorf("webhooks after the restart: %+v", ms)
+	}
+	e.call("GET", "/v1/connections/acme/events", nil, &events)
+	if len(events.Events) != 1 || events.Events[0].Type != "connection.reconnect_required" {
+		t.Errorf("event log after the restart: %+v", events.Events)
+	}
+	if !strings.Contains(e.stderr.String(), "repaired a missing event") {
+		t.Errorf("the repair is not logged:\n%s", e.stderr)
+	}
+}
