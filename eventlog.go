@@ -88,6 +88,8 @@ type EventFilter struct {
 	Types []EventType
 	// Since, if set, keeps events whose Time is at or after it.
 	Since time.Time
+	// Until, if set, keeps events whose Time is before it.
+	Until time.Time
 	// AfterSeq keeps events with a Seq above it (pagination, oldest first).
 	AfterSeq int64
 	// BeforeSeq, if positive, keeps events with a Seq below it (pagination,
@@ -127,6 +129,11 @@ type EventLog interface {
 	// ListEvents returns events that pass f, by Seq (oldest first, or newest
 	// first with f.Newest). It returns an empty slice when none match.
 	ListEvents(ctx context.Context, f EventFilter) ([]*StoredEvent, error)
+	// CountEvents returns how many events pass f, whose Limit, Newest and
+	// cursors (AfterSeq, BeforeSeq) it ignores: the dashboard's counts, such
+	// as refreshes per minute (Types refreshed, Since and Until a minute
+	// apart), served by an index on Time.
+	CountEvents(ctx context.Context, f EventFilter) (int, error)
 	// LatestEvents returns, for each of ids that has any, its newest event
 	// (highest Seq) of one of types (every type if types is empty): the
 	// reconciler's batch read of what was last recorded. ids that have none

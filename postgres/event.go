@@ -83,20 +83,7 @@ func (s *Store) ListEvents(ctx context.Context, f tokenkeeper.EventFilter) ([]*t
 	if f.BeforeSeq > 0 {
 		before = f.BeforeSeq
 	}
-	args := []any{f.AfterSeq, before}
-	where := []string{"seq > $1", "seq < $2"}
-	if f.ConnectionID != "" {
-		args = append(args, string(f.ConnectionID))
-		where = append(where, fmt.Sprintf("connection_id = $%d", len(args)))
-	}
-	if len(f.Types) > 0 {
-		args = append(args, typeStrings(f.Types))
-		where = append(where, fmt.Sprintf("type = ANY($%d)", len(args)))
-	}
-	if !f.Since.IsZero() {
-		args = append(args, tsAfter(f.Since))
-		where = append(where, fmt.Sprintf("time >= $%d", len(args)))
-	}
+	where, args := eventWhere(f, []string{"seq > $1", "seq < $2"}, []any{f.AfterSeq, before})
 	order := "ASC"
 	if f.Newest {
 		order = "DESC"
@@ -109,6 +96,44 @@ func (s *Store) ListEvents(ctx context.Context, f tokenkeeper.EventFilter) ([]*t
 		return nil, fmt.Errorf("postgres: list events: %w", err)
 	}
 	return events, nil
+}
+
+// CountEvents returns how many events pass f. See [tokenkeeper.EventLog].
+func (s *Store) CountEvents(ctx context.Context, f tokenkeeper.EventFilter) (int, error) {
+	if f.ConnectionID != "" && !storable(string(f.ConnectionID)) {
+		return 0, nil
+	}
+	where, args := eventWhere(f, []string{"true"}, nil)
+	var n int64
+	err := retry(ctx, func() error {
+		return s.pool.QueryRow(ctx, `SELECT count(*) FROM events WHERE `+strings.Join(where, " AND "), args...).Scan(&n)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("postgres: count events: %w", mapErr(err))
+	}
+	return int(n), nil
+}
+
+// eventWhere adds f's conditions but its cursors to where and args, whose
+// placeholders are numbered on from len(args).
+func eventWhere(f tokenkeeper.EventFilter, where []string, args []any) ([]string, []any) {
+	if f.ConnectionID != "" {
+		args = append(args, string(f.ConnectionID))
+		where = append(where, fmt.Sprintf("connection_id = $%d", len(args)))
+	}
+	if len(f.Types) > 0 {
+		args = append(args, typeStrings(f.Types))
+		where = append(where, fmt.Sprintf("type = ANY($%d)", len(args)))
+	}
+	if !f.Since.IsZero() {
+		args = append(args, tsAfter(f.Since))
+		where = append(where, fmt.Sprintf("time >= $%d", len(args)))
+	}
+	if !f.Until.IsZero() {
+		args = append(args, tsAfter(f.Until))
+		where = append(where, fmt.Sprintf("time < $%d", len(args)))
+	}
+	return where, args
 }
 
 // LatestEvents returns each connection's newest event of types. See

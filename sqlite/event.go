@@ -71,12 +71,38 @@ func (s *Store) AppendEvent(ctx context.Context, e *tokenkeeper.StoredEvent, fan
 // ListEvents returns the events that pass f, by seq. A zero or negative
 // Limit means [DefaultLimit]; one over [MaxLimit] means MaxLimit.
 func (s *Store) ListEvents(ctx context.Context, f tokenkeeper.EventFilter) ([]*tokenkeeper.StoredEvent, error) {
-	where := []string{"seq > ?", "seq < ?"}
 	before := int64(math.MaxInt64)
 	if f.BeforeSeq > 0 {
 		before = f.BeforeSeq
 	}
-	args := []any{f.AfterSeq, before}
+	where, args := eventWhere(f, []string{"seq > ?", "seq < ?"}, []any{f.AfterSeq, before})
+	order := "ASC"
+	if f.Newest {
+		order = "DESC"
+	}
+	args = append(args, limitOf(f.Limit))
+	query := `SELECT ` + eventColumns + ` FROM events WHERE ` + strings.Join(where, " AND ") +
+		` ORDER BY seq ` + order + ` LIMIT ?`
+	events, err := s.queryEvents(ctx, s.read, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: list events: %w", err)
+	}
+	return events, nil
+}
+
+// CountEvents returns how many events pass f. See [tokenkeeper.EventLog].
+func (s *Store) CountEvents(ctx context.Context, f tokenkeeper.EventFilter) (int, error) {
+	where, args := eventWhere(f, []string{"1"}, nil)
+	var n int
+	err := s.read.QueryRowContext(ctx, `SELECT count(*) FROM events WHERE `+strings.Join(where, " AND "), args...).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("sqlite: count events: %w", mapErr(err))
+	}
+	return n, nil
+}
+
+// eventWhere adds f's conditions but its cursors to where and args.
+func eventWhere(f tokenkeeper.EventFilter, where []string, args []any) ([]string, []any) {
 	if f.ConnectionID != "" {
 		where = append(where, "connection_id = ?")
 		args = append(args, string(f.ConnectionID))
@@ -91,18 +117,11 @@ func (s *Store) ListEvents(ctx context.Context, f tokenkeeper.EventFilter) ([]*t
 		where = append(where, "time >= ?")
 		args = append(args, microsAfter(f.Since))
 	}
-	order := "ASC"
-	if f.Newest {
-		order = "DESC"
+	if !f.Until.IsZero() {
+		where = append(where, "time < ?")
+		args = append(args, microsAfter(f.Until))
 	}
-	args = append(args, limitOf(f.Limit))
-	query := `SELECT ` + eventColumns + ` FROM events WHERE ` + strings.Join(where, " AND ") +
-		` ORDER BY seq ` + order + ` LIMIT ?`
-	events, err := s.queryEvents(ctx, s.read, query, args...)
-	if err != nil {
-		return nil, fmt.Errorf("sqlite: list events: %w", err)
-	}
-	return events, nil
+	return where, args
 }
 
 // LatestEvents returns each connection's newest event of types. See

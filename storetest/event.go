@@ -186,6 +186,9 @@ func listEventsTests() []test {
 				{"Types", tokenkeeper.EventFilter{Types: []tokenkeeper.EventType{tokenkeeper.EventRefreshed, tokenkeeper.EventRecovered}}, []*tokenkeeper.StoredEvent{all[2], all[4], all[5]}},
 				{"Since", tokenkeeper.EventFilter{Since: all[4].Time}, all[4:]},
 				{"SinceSubMicro", tokenkeeper.EventFilter{Since: all[4].Time.Add(time.Nanosecond)}, all[5:]},
+				{"Until", tokenkeeper.EventFilter{Until: all[2].Time}, all[:2]},
+				{"UntilSubMicro", tokenkeeper.EventFilter{Until: all[2].Time.Add(time.Nanosecond)}, all[:3]},
+				{"SinceUntil", tokenkeeper.EventFilter{Since: all[1].Time, Until: all[4].Time}, all[1:4]},
 				{"AfterSeq", tokenkeeper.EventFilter{AfterSeq: all[3].Seq}, all[4:]},
 				{"BeforeSeqNewest", tokenkeeper.EventFilter{BeforeSeq: all[3].Seq, Newest: true}, rev(all[:3]...)},
 				{"Limit", tokenkeeper.EventFilter{Limit: 2}, all[:2]},
@@ -195,6 +198,13 @@ func listEventsTests() []test {
 			} {
 				t.Run(tc.name, func(t *testing.T) {
 					wantEqual(t, "ListEvents", listEvents(t, s, tc.f), tc.want)
+					f := tc.f
+					f.AfterSeq, f.BeforeSeq, f.Limit, f.Newest = 0, 0, 0, false
+					want := len(listEvents(t, s, f))
+					n, err := s.CountEvents(t.Context(), f)
+					if err != nil || n != want {
+						t.Errorf("CountEvents(%+v) = %d, %v; want %d", f, n, err, want)
+					}
 				})
 			}
 		})},
