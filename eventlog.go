@@ -143,7 +143,10 @@ type EventLog interface {
 	// with their deliveries, and returns how many events it removed. It
 	// keeps an event that still has a pending delivery, and each
 	// connection's newest event of keepLatest's types (so that what a
-	// connection was last reported as outlives the retention).
+	// connection was last reported as outlives the retention). Stores
+	// remove in batches, each its own transaction, so that a large backlog
+	// holds no lock for long; on an error, those removed so far stay
+	// removed and are counted.
 	PruneEvents(ctx context.Context, before time.Time, keepLatest []EventType) (int, error)
 }
 

@@ -165,23 +165,36 @@ func (s *Store) LatestEvents(ctx context.Context, ids []tokenkeeper.ConnectionID
 	return out, nil
 }
 
-// PruneEvents removes old events and their deliveries in one statement.
-// See [tokenkeeper.EventLog].
+// pruneBatch bounds the events one statement of PruneEvents removes, so
+// that none runs into the statement timeout or holds locks for long.
+const pruneBatch = 5000
+
+// PruneEvents removes old events and their deliveries, pruneBatch events
+// per statement (each its own transaction) until none is left. See
+// [tokenkeeper.EventLog].
 func (s *Store) PruneEvents(ctx context.Context, before time.Time, keepLatest []tokenkeeper.EventType) (int, error) {
-	var n int64
-	err := retry(ctx, func() error {
-		// The deliveries go with their event (ON DELETE CASCADE).
-		tag, err := s.pool.Exec(ctx, `DELETE FROM events WHERE time < $1
-			AND seq NOT IN (SELECT max(seq) FROM events WHERE type = ANY($2) GROUP BY connection_id)
-			AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = events.id AND d.state = 'pending')`,
-			tsAfter(before), typeStrings(keepLatest))
-		n = tag.RowsAffected()
-		return err
-	})
-	if err != nil {
-		return 0, fmt.Errorf("postgres: prune events: %w", mapErr(err))
+	total := 0
+	for {
+		var n int64
+		err := retry(ctx, func() error {
+			// The deliveries go with their event (ON DELETE CASCADE).
+			tag, err := s.pool.Exec(ctx, `DELETE FROM events WHERE seq IN (
+				SELECT seq FROM events WHERE time < $1
+				AND seq NOT IN (SELECT max(seq) FROM events WHERE type = ANY($2) GROUP BY connection_id)
+				AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = events.id AND d.state = 'pending')
+				ORDER BY time LIMIT $3)`,
+				tsAfter(before), typeStrings(keepLatest), pruneBatch)
+			n = tag.RowsAffected()
+			return err
+		})
+		if err != nil {
+			return total, fmt.Errorf("postgres: prune events: %w", mapErr(err))
+		}
+		total += int(n)
+		if n < pruneBatch {
+			return total, nil
+		}
 	}
-	return int(n), nil
 }
 
 // queryEvents runs query and scans its rows of eventColumns.

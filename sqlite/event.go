@@ -156,8 +156,13 @@ func (s *Store) LatestEvents(ctx context.Context, ids []tokenkeeper.ConnectionID
 	return out, nil
 }
 
-// PruneEvents removes old events and their deliveries in one transaction.
-// See [tokenkeeper.EventLog].
+// pruneBatch bounds the events one transaction of PruneEvents removes, so
+// that none holds the write lock for long.
+const pruneBatch = 5000
+
+// PruneEvents removes old events and their deliveries, pruneBatch events
+// per BEGIN IMMEDIATE transaction until none is left. See
+// [tokenkeeper.EventLog].
 func (s *Store) PruneEvents(ctx context.Context, before time.Time, keepLatest []tokenkeeper.EventType) (int, error) {
 	args := []any{microsAfter(before)}
 	keep := `SELECT 0 WHERE 0`
@@ -167,21 +172,30 @@ func (s *Store) PruneEvents(ctx context.Context, before time.Time, keepLatest []
 			args = append(args, string(t))
 		}
 	}
-	var n int64
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
-		// The deliveries go with their event (ON DELETE CASCADE).
-		res, err := tx.ExecContext(ctx, `DELETE FROM events WHERE time < ? AND seq NOT IN (`+keep+`)
-			AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = events.id AND d.state = 'pending')`, args...)
-		if err != nil {
+	args = append(args, pruneBatch)
+	total := 0
+	for {
+		var n int64
+		err := s.inTx(ctx, func(tx *sql.Tx) error {
+			// The deliveries go with their event (ON DELETE CASCADE).
+			res, err := tx.ExecContext(ctx, `DELETE FROM events WHERE seq IN (
+				SELECT seq FROM events WHERE time < ? AND seq NOT IN (`+keep+`)
+				AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = events.id AND d.state = 'pending')
+				ORDER BY time LIMIT ?)`, args...)
+			if err != nil {
+				return mapErr(err)
+			}
+			n, err = res.RowsAffected()
 			return mapErr(err)
+		})
+		if err != nil {
+			return total, fmt.Errorf("sqlite: prune events: %w", err)
 		}
-		n, err = res.RowsAffected()
-		return mapErr(err)
-	})
-	if err != nil {
-		return 0, fmt.Errorf("sqlite: prune events: %w", err)
+		total += int(n)
+		if n < pruneBatch {
+			return total, nil
+		}
 	}
-	return int(n), nil
 }
 
 // queryEvents runs query on db and scans its rows of eventColumns.

@@ -255,6 +255,21 @@ func latestEventsTests() []test {
 
 func pruneEventsTests() []test {
 	return []test{
+		{"Backlog", withOutbox(func(t *testing.T, s outbox) {
+			// More than any store's batch: every old event goes, in one call.
+			old := now().Add(-48 * time.Hour)
+			const n = 6001
+			for i := range n {
+				e := event("c1", tokenkeeper.EventRefreshed, "")
+				e.Time = old.Add(time.Duration(i) * time.Microsecond)
+				appendEvent(t, s, e, tokenkeeper.Fanout{})
+			}
+			got, err := s.PruneEvents(t.Context(), now().Add(-24*time.Hour), tokenkeeper.StateEventTypes())
+			if err != nil || got != n {
+				t.Fatalf("PruneEvents = %d, %v; want %d", got, err, n)
+			}
+			wantEqual(t, "events left", listEvents(t, s, tokenkeeper.EventFilter{}), []*tokenkeeper.StoredEvent{})
+		})},
 		{"OK", withOutbox(func(t *testing.T, s outbox) {
 			ep := endpoint(t, s, "https://a.example/hook")
 			old := now().Add(-48 * time.Hour)
