@@ -152,15 +152,25 @@ func (s *Store) LatestEvents(ctx context.Context, ids []tokenkeeper.ConnectionID
 	if len(keys) == 0 {
 		return out, nil
 	}
-	query := `SELECT DISTINCT ON (connection_id) ` + eventColumns + ` FROM events
-		WHERE connection_id = ANY($1) AND (cardinality($2::text[]) = 0 OR type = ANY($2))
-		ORDER BY connection_id, seq DESC`
-	events, err := s.queryEvents(ctx, query, keys, typeStrings(types))
+	// One index probe (events_connection_type) per connection and type: the
+	// newest of each; the newest of those per connection is picked below.
+	query := `SELECT ` + eventColumns + ` FROM events WHERE seq IN (
+		SELECT (SELECT max(x.seq) FROM events x WHERE x.connection_id = c.id AND x.type = t.type)
+		FROM unnest($1::text[]) AS c(id), unnest($2::text[]) AS t(type))`
+	args := []any{keys, typeStrings(types)}
+	if len(types) == 0 {
+		query = `SELECT ` + eventColumns + ` FROM events WHERE seq IN (
+			SELECT (SELECT max(x.seq) FROM events x WHERE x.connection_id = c.id) FROM unnest($1::text[]) AS c(id))`
+		args = args[:1]
+	}
+	events, err := s.queryEvents(ctx, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: latest events: %w", err)
 	}
 	for _, e := range events {
-		out[e.ConnectionID] = e
+		if cur := out[e.ConnectionID]; cur == nil || e.Seq > cur.Seq {
+			out[e.ConnectionID] = e
+		}
 	}
 	return out, nil
 }
@@ -178,11 +188,15 @@ func (s *Store) PruneEvents(ctx context.Context, before time.Time, keepLatest []
 		var n int64
 		err := retry(ctx, func() error {
 			// The deliveries go with their event (ON DELETE CASCADE).
+			// A kept type's event is kept while no newer one of a kept type
+			// exists for its connection (index probes, evaluated only for
+			// the few events of those types).
 			tag, err := s.pool.Exec(ctx, `DELETE FROM events WHERE seq IN (
-				SELECT seq FROM events WHERE time < $1
-				AND seq NOT IN (SELECT max(seq) FROM events WHERE type = ANY($2) GROUP BY connection_id)
-				AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = events.id AND d.state = 'pending')
-				ORDER BY time LIMIT $3)`,
+				SELECT ev.seq FROM events ev WHERE ev.time < $1
+				AND NOT (ev.type = ANY($2) AND NOT EXISTS (SELECT 1 FROM events n
+					WHERE n.connection_id = ev.connection_id AND n.type = ANY($2) AND n.seq > ev.seq))
+				AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = ev.id AND d.state = 'pending')
+				ORDER BY ev.time LIMIT $3)`,
 				tsAfter(before), typeStrings(keepLatest), pruneBatch)
 			n = tag.RowsAffected()
 			return err

@@ -138,20 +138,27 @@ func (s *Store) LatestEvents(ctx context.Context, ids []tokenkeeper.ConnectionID
 	for _, id := range ids {
 		args = append(args, string(id))
 	}
-	inner := `SELECT max(seq) FROM events WHERE connection_id IN (` + marks(len(ids)) + `)`
+	// One index probe (events_connection_type) per connection and type: the
+	// newest of each; the newest of those per connection is picked below.
+	with := `WITH c(id) AS (VALUES ` + strings.TrimSuffix(strings.Repeat("(?), ", len(ids)), ", ") + `)`
+	query := with + ` SELECT ` + eventColumns + ` FROM events WHERE seq IN (
+		SELECT (SELECT max(x.seq) FROM events x WHERE x.connection_id = c.id) FROM c)`
 	if len(types) > 0 {
-		inner += ` AND type IN (` + marks(len(types)) + `)`
+		query = with + `, t(type) AS (VALUES ` + strings.TrimSuffix(strings.Repeat("(?), ", len(types)), ", ") + `)
+			SELECT ` + eventColumns + ` FROM events WHERE seq IN (
+			SELECT (SELECT max(x.seq) FROM events x WHERE x.connection_id = c.id AND x.type = t.type) FROM c, t)`
 		for _, t := range types {
 			args = append(args, string(t))
 		}
 	}
-	inner += ` GROUP BY connection_id`
-	events, err := s.queryEvents(ctx, s.read, `SELECT `+eventColumns+` FROM events WHERE seq IN (`+inner+`)`, args...)
+	events, err := s.queryEvents(ctx, s.read, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: latest events: %w", err)
 	}
 	for _, e := range events {
-		out[e.ConnectionID] = e
+		if cur := out[e.ConnectionID]; cur == nil || e.Seq > cur.Seq {
+			out[e.ConnectionID] = e
+		}
 	}
 	return out, nil
 }
@@ -164,12 +171,19 @@ const pruneBatch = 5000
 // per BEGIN IMMEDIATE transaction until none is left. See
 // [tokenkeeper.EventLog].
 func (s *Store) PruneEvents(ctx context.Context, before time.Time, keepLatest []tokenkeeper.EventType) (int, error) {
+	keep := `0`
 	args := []any{microsAfter(before)}
-	keep := `SELECT 0 WHERE 0`
 	if len(keepLatest) > 0 {
-		keep = `SELECT max(seq) FROM events WHERE type IN (` + marks(len(keepLatest)) + `) GROUP BY connection_id`
-		for _, t := range keepLatest {
-			args = append(args, string(t))
+		// A kept type's event is kept while no newer one of a kept type
+		// exists for its connection (index probes, evaluated only for the
+		// few events of those types).
+		in := `(` + marks(len(keepLatest)) + `)`
+		keep = `ev.type IN ` + in + ` AND NOT EXISTS (SELECT 1 FROM events n
+			WHERE n.connection_id = ev.connection_id AND n.type IN ` + in + ` AND n.seq > ev.seq)`
+		for range 2 {
+			for _, t := range keepLatest {
+				args = append(args, string(t))
+			}
 		}
 	}
 	args = append(args, pruneBatch)
@@ -179,9 +193,9 @@ func (s *Store) PruneEvents(ctx context.Context, before time.Time, keepLatest []
 		err := s.inTx(ctx, func(tx *sql.Tx) error {
 			// The deliveries go with their event (ON DELETE CASCADE).
 			res, err := tx.ExecContext(ctx, `DELETE FROM events WHERE seq IN (
-				SELECT seq FROM events WHERE time < ? AND seq NOT IN (`+keep+`)
-				AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = events.id AND d.state = 'pending')
-				ORDER BY time LIMIT ?)`, args...)
+				SELECT ev.seq FROM events ev WHERE ev.time < ? AND NOT (`+keep+`)
+				AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = ev.id AND d.state = 'pending')
+				ORDER BY ev.time LIMIT ?)`, args...)
 			if err != nil {
 				return mapErr(err)
 			}

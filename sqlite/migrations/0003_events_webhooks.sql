@@ -14,8 +14,12 @@ CREATE TABLE events (
 	generation    INTEGER NOT NULL
 ) STRICT;
 
--- One connection's events by seq (the timeline, LatestEvents).
+-- One connection's events by seq (the timeline).
 CREATE INDEX events_connection_id ON events (connection_id, seq);
+-- The newest event of a type for a connection (LatestEvents, and the
+-- newest state event PruneEvents keeps): one index probe each, however
+-- many refreshes came after.
+CREATE INDEX events_connection_type ON events (connection_id, type, seq);
 -- PruneEvents.
 CREATE INDEX events_time ON events (time);
 
