@@ -80,7 +80,7 @@ func TestOpen_ConcurrentMigrations(t *testing.T) {
 		t.Fatal(err)
 	}
 	if n, _ := postgres.Migrations(); rows != n || versions != n {
-		t.Errorf("schema_migrations has %d rows of %d versions, want %d of %d", rows, versions, n, n)
+		t.Errorf("schema_migrations has %d rows of %d versions, want %d of %d (once each)", rows, versions, n, n)
 	}
 	create(t, stores[1], newRecord("c1"))
 	if _, err := stores[4].GetConnection(t.Context(), "c1"); err != nil {

@@ -247,12 +247,14 @@ func (s *settings) check() error {
 		if s.shutdownTimeout <= 0 {
 			return bad("shutdown-timeout", "must be positive")
 		}
-		if err := s.checkWebhooks(bad); err != nil {
-			return err
-		}
 	}
 	if s.groups&groupProvider != 0 {
 		if err := s.checkProvider(bad); err != nil {
+			return err
+		}
+	}
+	if s.groups&groupServe != 0 {
+		if err := s.checkWebhooks(bad); err != nil {
 			return err
 		}
 	}

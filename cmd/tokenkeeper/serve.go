@@ -170,20 +170,21 @@ func startService(ctx context.Context, s *settings, kf *keyFile, log *slog.Logge
 		return nil, err
 	}
 
-	seams := seamsFrom(ctx)
-	events, err := newEventSystem(ctx, s, st, keys, log, reg, seams.now)
-	if err != nil {
-		return nil, err
-	}
 	kcfg := keeper.Config{
 		Registerer:    reg,
 		Retention:     s.retention,
 		PruneInterval: s.pruneInterval,
-		Events:        eventLogger{log: log, next: handlers{events.recorder, opts.events}},
+		Events:        eventLogger{log: log, next: opts.events},
 	}
+	seams := seamsFrom(ctx)
 	if seams.now != nil {
 		kcfg.Now = seams.now
 	}
+	events, err := newEventSystem(ctx, s, st, keys, log, reg, seams.now)
+	if err != nil {
+		return nil, err
+	}
+	kcfg.Events = eventLogger{log: log, next: handlers{events.recorder, opts.events}}
 	if opts.keeper != nil {
 		opts.keeper(&kcfg)
 	}
