@@ -142,8 +142,10 @@ type EventLog interface {
 	// PruneEvents removes, for good, the events whose Time is before before,
 	// with their deliveries, and returns how many events it removed. It
 	// keeps an event that still has a pending delivery, and each
-	// connection's newest event of keepLatest's types (so that what a
-	// connection was last reported as outlives the retention). Stores
+	// connection's newest event of keepLatest's types while the connection
+	// exists (so that what a connection was last reported as outlives the
+	// retention; a removed connection's events all go), as well as the
+	// newest of those types with no connection id. Stores
 	// remove in batches, each its own transaction, so that a large backlog
 	// holds no lock for long; on an error, those removed so far stay
 	// removed and are counted.

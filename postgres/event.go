@@ -194,7 +194,8 @@ func (s *Store) PruneEvents(ctx context.Context, before time.Time, keepLatest []
 			tag, err := s.pool.Exec(ctx, `DELETE FROM events WHERE seq IN (
 				SELECT ev.seq FROM events ev WHERE ev.time < $1
 				AND NOT (ev.type = ANY($2) AND NOT EXISTS (SELECT 1 FROM events n
-					WHERE n.connection_id = ev.connection_id AND n.type = ANY($2) AND n.seq > ev.seq))
+					WHERE n.connection_id = ev.connection_id AND n.type = ANY($2) AND n.seq > ev.seq)
+					AND (ev.connection_id = '' OR EXISTS (SELECT 1 FROM connections c WHERE c.id = ev.connection_id)))
 				AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = ev.id AND d.state = 'pending')
 				ORDER BY ev.time LIMIT $3)`,
 				tsAfter(before), typeStrings(keepLatest), pruneBatch)

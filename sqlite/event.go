@@ -179,7 +179,8 @@ func (s *Store) PruneEvents(ctx context.Context, before time.Time, keepLatest []
 		// few events of those types).
 		in := `(` + marks(len(keepLatest)) + `)`
 		keep = `ev.type IN ` + in + ` AND NOT EXISTS (SELECT 1 FROM events n
-			WHERE n.connection_id = ev.connection_id AND n.type IN ` + in + ` AND n.seq > ev.seq)`
+			WHERE n.connection_id = ev.connection_id AND n.type IN ` + in + ` AND n.seq > ev.seq)
+			AND (ev.connection_id = '' OR EXISTS (SELECT 1 FROM connections c WHERE c.id = ev.connection_id))`
 		for range 2 {
 			for _, t := range keepLatest {
 				args = append(args, string(t))

@@ -11,6 +11,7 @@ import (
 // outbox is what the event and webhook tests use: a store that keeps the
 // event log and the webhook outbox.
 type outbox interface {
+	tokenkeeper.Store
 	tokenkeeper.EventLog
 	tokenkeeper.WebhookStore
 }
@@ -253,6 +254,12 @@ func latestEventsTests() []test {
 	}
 }
 
+// at3 sets e's Time to when and returns e.
+func at3(e *tokenkeeper.StoredEvent, when time.Time) *tokenkeeper.StoredEvent {
+	e.Time = when
+	return e
+}
+
 func pruneEventsTests() []test {
 	return []test{
 		{"Backlog", withOutbox(func(t *testing.T, s outbox) {
@@ -271,8 +278,14 @@ func pruneEventsTests() []test {
 			wantEqual(t, "events left", listEvents(t, s, tokenkeeper.EventFilter{}), []*tokenkeeper.StoredEvent{})
 		})},
 		{"OK", withOutbox(func(t *testing.T, s outbox) {
+			// c1 and c2 exist; the events of c3, removed, all go.
+			create(t, s, record("c1"))
+			create(t, s, record("c2"))
 			ep := endpoint(t, s, "https://a.example/hook")
 			old := now().Add(-48 * time.Hour)
+			appendEvent(t, s, at3(event("c3", tokenkeeper.EventPruned, ""), old), tokenkeeper.Fanout{})
+			started := appendEvent(t, s, at3(event("", "log_started", ""), old), tokenkeeper.Fanout{})
+			appendEvent(t, s, at3(event("", tokenkeeper.EventWebhookTest, ""), old), tokenkeeper.Fanout{})
 			at := func(e *tokenkeeper.StoredEvent, when time.Time) *tokenkeeper.StoredEvent { e.Time = when; return e }
 			all := tokenkeeper.Fanout{AllEndpoints: true}
 			oldConnected := appendEvent(t, s, at(event("c1", tokenkeeper.EventConnected, ""), old), all)
@@ -288,7 +301,7 @@ func pruneEventsTests() []test {
 				}
 				finish(t, s, d, tokenkeeper.DeliveryResult{At: now(), State: tokenkeeper.DeliveryDelivered, Status: 204})
 			}
-			n, err := s.PruneEvents(t.Context(), now().Add(-24*time.Hour), tokenkeeper.StateEventTypes())
+			n, err := s.PruneEvents(t.Context(), now().Add(-24*time.Hour), append(tokenkeeper.StateEventTypes(), "log_started"))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -304,9 +317,9 @@ func pruneEventsTests() []test {
 			if c2Latest == nil {
 				t.Fatalf("c2's newest state event was pruned; events left: %+v", got)
 			}
-			wantEqual(t, "events left", got, []*tokenkeeper.StoredEvent{lastState, pending, c2Latest, fresh})
-			if n != 2 {
-				t.Errorf("PruneEvents = %d, want 2 (c1's old connected and refreshed)", n)
+			wantEqual(t, "events left", got, []*tokenkeeper.StoredEvent{started, lastState, pending, c2Latest, fresh})
+			if n != 4 {
+				t.Errorf("PruneEvents = %d, want 4 (c3's pruned, the test event, c1's old connected and refreshed)", n)
 			}
 			// The pruned event's delivery went with it.
 			wantEqual(t, "deliveries of a pruned event", listDeliveries(t, s, tokenkeeper.DeliveryFilter{EventID: oldConnected.ID}), []*tokenkeeper.Delivery{})

@@ -266,6 +266,9 @@ func TestReconciler_RunPrunes(t *testing.T) {
 	e := newEnv(t)
 	ctx := t.Context()
 	old := e.clock.Now().Add(-48 * time.Hour)
+	if err := e.store.CreateConnection(ctx, record("c1", tokenkeeper.StateActive, old)); err != nil {
+		t.Fatal(err)
+	}
 	for i, typ := range []tokenkeeper.EventType{tokenkeeper.EventConnected, tokenkeeper.EventRefreshed, tokenkeeper.EventRefreshed} {
 		ev := &tokenkeeper.StoredEvent{ID: tokenkeeper.NewEventID(), Event: tokenkeeper.Event{Type: typ, ConnectionID: "c1", Time: old.Add(time.Duration(i) * time.Second)}}
 		if err := e.store.AppendEvent(ctx, ev, tokenkeeper.Fanout{}); err != nil {
