@@ -47,6 +47,12 @@ type Event struct {
 	// Reason says why, in words ("" for routine events such as refreshed).
 	Reason string
 	Time   time.Time
+	// Generation is the connection record's Generation as written by the
+	// change the event reports (for client_rejected, which writes nothing,
+	// as read; for pruned, the removed record's); 0 when unknown. With
+	// ConnectionID and Type it names a state change once: see
+	// [StateEventID].
+	Generation int64
 }
 
 // EventHandler receives events in-process. Handle is called synchronously

@@ -33,6 +33,12 @@ var routes = []struct {
 	{"POST", "/v1/api-keys", tokenkeeper.ScopeAdmin},
 	{"DELETE", "/v1/api-keys/ak" + strings.Repeat("a", 32), tokenkeeper.ScopeAdmin},
 	{"GET", "/v1/audit", tokenkeeper.ScopeAdmin},
+	{"GET", "/v1/connections/x/events", tokenkeeper.ScopeAdmin},
+	{"GET", "/v1/webhook-endpoints", tokenkeeper.ScopeAdmin},
+	{"POST", "/v1/webhook-endpoints", tokenkeeper.ScopeAdmin},
+	{"DELETE", "/v1/webhook-endpoints/we_x", tokenkeeper.ScopeAdmin},
+	{"POST", "/v1/webhook-endpoints/we_x/test", tokenkeeper.ScopeAdmin},
+	{"GET", "/v1/webhook-endpoints/we_x/deliveries", tokenkeeper.ScopeAdmin},
 }
 
 func TestServer_Auth(t *testing.T) {

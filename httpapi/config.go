@@ -125,6 +125,12 @@ type Config struct {
 	// Retention is passed to Keeper.Prune by POST /v1/connections/prune; 0
 	// makes that route fail with invalid. Negative is invalid.
 	Retention time.Duration
+	// Webhooks serves /v1/webhook-endpoints (create, list, delete, send a
+	// test event, the delivery log); nil answers those routes 404.
+	Webhooks Webhooks
+	// Events serves GET /v1/connections/{id}/events, the event log; nil
+	// answers it 404.
+	Events tokenkeeper.EventLog
 	// Ready reports whether the server can do its work (the store is
 	// reachable, the keys are loaded). Its error is the reason /readyz
 	// shows: the Message of a *tokenkeeper.Error, else the error's text, so

@@ -92,3 +92,45 @@ var (
 	errUnavailable = tokenkeeper.Errorf(tokenkeeper.CodeUnavailable, "database is locked")
 	errInternal    = tokenkeeper.Errorf(tokenkeeper.CodeInternal, "disk I/O error: sector 7")
 )
+
+func (f *faultStore) ListEvents(ctx context.Context, filter tokenkeeper.EventFilter) ([]*tokenkeeper.StoredEvent, error) {
+	if err := f.check("ListEvents"); err != nil {
+		return nil, err
+	}
+	return f.Store.ListEvents(ctx, filter)
+}
+
+func (f *faultStore) AppendEvent(ctx context.Context, e *tokenkeeper.StoredEvent, fanout tokenkeeper.Fanout) error {
+	if err := f.check("AppendEvent"); err != nil {
+		return err
+	}
+	return f.Store.AppendEvent(ctx, e, fanout)
+}
+
+func (f *faultStore) CreateWebhookEndpoint(ctx context.Context, ep *tokenkeeper.WebhookEndpoint) error {
+	if err := f.check("CreateWebhookEndpoint"); err != nil {
+		return err
+	}
+	return f.Store.CreateWebhookEndpoint(ctx, ep)
+}
+
+func (f *faultStore) ListWebhookEndpoints(ctx context.Context) ([]*tokenkeeper.WebhookEndpoint, error) {
+	if err := f.check("ListWebhookEndpoints"); err != nil {
+		return nil, err
+	}
+	return f.Store.ListWebhookEndpoints(ctx)
+}
+
+func (f *faultStore) GetWebhookEndpoint(ctx context.Context, id tokenkeeper.WebhookEndpointID) (*tokenkeeper.WebhookEndpoint, error) {
+	if err := f.check("GetWebhookEndpoint"); err != nil {
+		return nil, err
+	}
+	return f.Store.GetWebhookEndpoint(ctx, id)
+}
+
+func (f *faultStore) ListDeliveries(ctx context.Context, filter tokenkeeper.DeliveryFilter) ([]*tokenkeeper.Delivery, error) {
+	if err := f.check("ListDeliveries"); err != nil {
+		return nil, err
+	}
+	return f.Store.ListDeliveries(ctx, filter)
+}

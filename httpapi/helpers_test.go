@@ -28,6 +28,7 @@ import (
 	"github.com/tokenkeeper/tokenkeeper/proxy"
 	"github.com/tokenkeeper/tokenkeeper/seal"
 	"github.com/tokenkeeper/tokenkeeper/sqlite"
+	"github.com/tokenkeeper/tokenkeeper/webhook"
 )
 
 // allowedReturn is the absolute return URL prefix every test flow allows.
@@ -131,6 +132,8 @@ func newEnv(t *testing.T, opts ...func(*envOptions)) *env {
 	e.api, err = httpapi.New(httpapi.Config{
 		Keeper: e.k, Flow: e.flow, Proxy: px, Store: e.faults, APIKeys: e.faults, Audit: e.faults,
 		PublicURL: public, Retention: retention,
+		Webhooks: &webhook.Endpoints{Store: e.faults, Log: e.faults, Sealer: e.ring, Now: srv.Now, Logger: log},
+		Events:   e.faults,
 		Ready: func(context.Context) error {
 			if err := e.ready.Load(); err != nil {
 				return *err

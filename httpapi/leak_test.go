@@ -63,7 +63,8 @@ func (e *env) harvest(t testing.TB) {
 // checkLeaks fails the test if a log line holds any secret, or a response
 // body holds one outside the one response made to carry it: tokens only in
 // POST .../token's 200, API keys only in POST /v1/api-keys' 201, link
-// tokens only in POST /v1/connect-sessions' 201.
+// tokens only in POST /v1/connect-sessions' 201, webhook secrets only in
+// POST /v1/webhook-endpoints' 201.
 func (e *env) checkLeaks() {
 	e.harvest(e.t)
 	logs := e.logs.String()
@@ -79,6 +80,7 @@ func (e *env) checkLeaks() {
 			switch {
 			case (kind == tokenkeeper.FieldAccessToken) && b.op == "getToken" && b.status == 200,
 				kind == "api key" && b.op == "createAPIKey" && b.status == 201,
+				kind == "webhook secret" && b.op == "createWebhookEndpoint" && b.status == 201,
 				kind == "link" && b.op == "createConnectSession" && b.status == 201:
 			default:
 				e.t.Errorf("the %d response of %s holds a %s", b.status, b.op, kind)

@@ -27,6 +27,12 @@ func (s *Server) routes() {
 	s.api("POST /v1/api-keys", tokenkeeper.ScopeAdmin, s.createAPIKey)
 	s.api("DELETE /v1/api-keys/{id}", tokenkeeper.ScopeAdmin, s.revokeAPIKey)
 	s.api("GET /v1/audit", tokenkeeper.ScopeAdmin, s.listAudit)
+	s.api("GET /v1/connections/{id}/events", tokenkeeper.ScopeAdmin, s.listEvents)
+	s.api("GET /v1/webhook-endpoints", tokenkeeper.ScopeAdmin, s.listWebhookEndpoints)
+	s.api("POST /v1/webhook-endpoints", tokenkeeper.ScopeAdmin, s.createWebhookEndpoint)
+	s.api("DELETE /v1/webhook-endpoints/{id}", tokenkeeper.ScopeAdmin, s.deleteWebhookEndpoint)
+	s.api("POST /v1/webhook-endpoints/{id}/test", tokenkeeper.ScopeAdmin, s.testWebhookEndpoint)
+	s.api("GET /v1/webhook-endpoints/{id}/deliveries", tokenkeeper.ScopeAdmin, s.listDeliveries)
 
 	s.mux.HandleFunc("GET /connect/{token}", s.landing)
 	s.mux.HandleFunc("POST /connect/{token}", s.openLink)

@@ -184,5 +184,5 @@ func (k *Keeper) emit(ctx context.Context, t tokenkeeper.EventType, rec *tokenke
 	if k.cfg.Events == nil {
 		return
 	}
-	k.cfg.Events.Handle(ctx, tokenkeeper.Event{Type: t, ConnectionID: rec.ID, Subject: rec.Subject, Reason: reason, Time: k.stamp()})
+	k.cfg.Events.Handle(ctx, tokenkeeper.Event{Type: t, ConnectionID: rec.ID, Subject: rec.Subject, Reason: reason, Time: k.stamp(), Generation: rec.Generation})
 }

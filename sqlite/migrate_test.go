@@ -95,8 +95,8 @@ func TestOpen_Migrations(t *testing.T) {
 			`SELECT group_concat(version, ',') FROM (SELECT version FROM schema_migrations ORDER BY version)`).Scan(&versions); err != nil {
 			t.Fatal(err)
 		}
-		if versions != "1,2" {
-			t.Errorf("schema_migrations versions = %s, want 1,2", versions)
+		if versions != "1,2,3" {
+			t.Errorf("schema_migrations versions = %s, want 1,2,3", versions)
 		}
 	})
 	t.Run("NewerSchema", func(t *testing.T) {

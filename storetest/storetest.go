@@ -27,7 +27,8 @@ import (
 // t.Cleanup (closing the store, removing the database) and fails t if it
 // cannot open one. Subtests run in parallel, so open must be safe to call
 // from several goroutines. The store must also be a
-// [tokenkeeper.APIKeyStore] and a [tokenkeeper.AuditLog]: the tests of
+// [tokenkeeper.APIKeyStore], a [tokenkeeper.AuditLog], a [tokenkeeper.EventLog]
+// and a [tokenkeeper.WebhookStore]: the tests of
 // those fail, not skip, if it is not.
 //
 // Besides the contract's own clauses, the suite pins these choices, which
@@ -107,6 +108,14 @@ func Run(t *testing.T, open func(t *testing.T) tokenkeeper.Store) {
 		{"AppendAudit", appendAuditTests()},
 		{"ListAudit", listAuditTests()},
 		{"NUL", nulTests()},
+		{"AppendEvent", appendEventTests()},
+		{"ListEvents", listEventsTests()},
+		{"LatestEvents", latestEventsTests()},
+		{"PruneEvents", pruneEventsTests()},
+		{"WebhookEndpoint", webhookEndpointTests()},
+		{"ClaimDeliveries", claimDeliveriesTests()},
+		{"FinishAttempt", finishAttemptTests()},
+		{"ListDeliveries", listDeliveriesTests()},
 	}
 	for _, g := range groups {
 		t.Run(g.name, func(t *testing.T) {

@@ -25,6 +25,8 @@ type backend interface {
 	tokenkeeper.Store
 	tokenkeeper.APIKeyStore
 	tokenkeeper.AuditLog
+	tokenkeeper.EventLog
+	tokenkeeper.WebhookStore
 }
 
 // storeMode says whether a command may create the store it opens.

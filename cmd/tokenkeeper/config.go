@@ -68,6 +68,7 @@ type settings struct {
 	rejectCooldown  time.Duration
 	logFormat       string
 	logLevel        string
+	webhookSettings
 
 	// Resolved by check.
 	prov         tokenkeeper.Provider
@@ -144,6 +145,7 @@ func newSettings(name string, groups group) *settings {
 			"a token issued for a refused one and refused again within `DURATION` costs no second refresh (the 401 storm guard); 0 disables the guard")
 		f.choiceVar(&s.logFormat, "log-format", "text", []string{"text", "json"}, "log `FORMAT` on stderr: text or json")
 		f.choiceVar(&s.logLevel, "log-level", "info", []string{"debug", "info", "warn", "error"}, "log `LEVEL`")
+		s.webhookFlags(f)
 	}
 	return s
 }
@@ -279,6 +281,11 @@ func (s *settings) check() error {
 	}
 	if s.groups&groupProvider != 0 {
 		if err := s.checkProvider(bad); err != nil {
+			return err
+		}
+	}
+	if s.groups&groupServe != 0 {
+		if err := s.checkWebhooks(bad); err != nil {
 			return err
 		}
 	}

@@ -46,6 +46,8 @@ type e2eOptions struct {
 	tokenURL string
 	// beforeKeyWatch is testSeams.beforeKeyWatch.
 	beforeKeyWatch func()
+	// ctx, if set, adjusts serve's context (more test seams).
+	ctx func(context.Context) context.Context
 }
 
 // freeAddr returns a free loopback address, so that the redirect URI registered at the
@@ -123,6 +125,9 @@ func (e *e2e) serve(opts e2eOptions) {
 	ctx, cancel := context.WithCancel(withSeams(context.Background(),
 		testSeams{now: e.emu.Now, keyPoll: 20 * time.Millisecond, storePoll: 50 * time.Millisecond, beforeKeyWatch: opts.beforeKeyWatch}))
 	e.cancel = cancel
+	if opts.ctx != nil {
+		ctx = opts.ctx(ctx)
+	}
 	tokenURL := e.emu.URL + "/oauth/token"
 	if opts.tokenURL != "" {
 		tokenURL = opts.tokenURL

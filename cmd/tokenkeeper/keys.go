@@ -16,6 +16,7 @@ import (
 	"github.com/tokenkeeper/tokenkeeper"
 	"github.com/tokenkeeper/tokenkeeper/keeper"
 	"github.com/tokenkeeper/tokenkeeper/seal"
+	"github.com/tokenkeeper/tokenkeeper/webhook"
 )
 
 const keysUsage = `Usage: tokenkeeper keys <command> [flags]
@@ -194,6 +195,13 @@ func runKeysRotate(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return fmt.Errorf("re-seal under key %s: %w (the keyset file holds every key still in use: run the same command again to finish)", primary, err)
 	}
 	fmt.Fprintf(stdout, "re-sealed %d connections under key %s\n", resealed, primary)
+	hooks, err := (&webhook.Endpoints{Store: st, Log: st, Sealer: seal.NewKeyring(ks)}).Reseal(ctx)
+	if err != nil {
+		return fmt.Errorf("re-seal the webhook secrets under key %s: %w (the keyset file holds every key still in use: run the same command again to finish)", primary, err)
+	}
+	if hooks > 0 {
+		fmt.Fprintf(stdout, "re-sealed %d webhook endpoint secrets under key %s\n", hooks, primary)
+	}
 
 	var removed []string
 	if removeOld {
@@ -352,7 +360,7 @@ func keysInUse(ctx context.Context, st tokenkeeper.Store) (map[string]tokenkeepe
 // primary, it deletes the other keys and writes the file. It checks the whole store
 // first, since a process still running the old keyset may have sealed under an old key
 // after the re-seal passed it. It returns the keyset as written and the ids removed.
-func removeOldKeys(ctx context.Context, st tokenkeeper.Store, path string, data []byte, primary string) ([]byte, []string, error) {
+func removeOldKeys(ctx context.Context, st backend, path string, data []byte, primary string) ([]byte, []string, error) {
 	use, err := keysInUse(ctx, st)
 	if err != nil {
 		return nil, nil, err
@@ -362,6 +370,16 @@ func removeOldKeys(ctx context.Context, st tokenkeeper.Store, path string, data 
 		id := slices.Sorted(maps.Keys(use))[0]
 		return nil, nil, fmt.Errorf("kept the old keys: connection %s is sealed under old key %s, so a process still runs the old keyset; restart it, then run the same command again",
 			use[id], id)
+	}
+	eps, err := st.ListWebhookEndpoints(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("list the keys in use: %w", err)
+	}
+	for _, ep := range eps {
+		if ep.Secret.KeyID != primary {
+			return nil, nil, fmt.Errorf("kept the old keys: the secret of webhook endpoint %s is sealed under old key %s, so a process still runs the old keyset; restart it, then run the same command again",
+				ep.ID, ep.Secret.KeyID)
+		}
 	}
 	ks, err := seal.Parse(data)
 	if err != nil {

@@ -40,6 +40,7 @@ Commands:
   connect-url       print a single-use link that connects (or reconnects) a connection
   apikeys           create, list and revoke API keys for the HTTP API
   audit list        print the audit trail of administrative actions
+  webhooks          add, list, delete and test webhook endpoints; their delivery log
   keys              generate a keyset; rotate the key that seals tokens, re-sealing them
   migrate           migrate the store to this build's schema
   config check      check serve's settings and print them with where each came from
@@ -93,6 +94,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return adminExit(runAPIKeys(ctx, args[1:], stdout, stderr), stderr)
 	case "audit":
 		err = runAudit(ctx, args[1:], stdout, stderr)
+	case "webhooks":
+		return adminExit(runWebhooks(ctx, args[1:], stdout, stderr), stderr)
 	case "keys":
 		err = runKeys(ctx, args[1:], stdout, stderr)
 	case "migrate":
@@ -113,7 +116,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 }
 
 // helpCommands are the commands "tokenkeeper help <command>" knows.
-var helpCommands = []string{"serve", "dev", "connections", "connect-url", "apikeys", "audit", "keys", "migrate",
+var helpCommands = []string{"serve", "dev", "connections", "connect-url", "apikeys", "audit", "webhooks", "keys", "migrate",
 	"config", "emulator", "version"}
 
 // runHelp prints the usage, or a command's usage.

@@ -30,8 +30,9 @@ import (
 const serveUsage = `Usage: tokenkeeper serve [flags]
 
 Runs the token service: the HTTP API under /v1 (tokens, connections, connect sessions,
-the proxy to the provider's API, API keys, the audit trail), the OAuth redirect URI
-/oauth/callback, /healthz, /readyz and /metrics, the refresh scheduler and retention.
+the proxy to the provider's API, API keys, the audit trail, the event log, webhook
+endpoints), the OAuth redirect URI /oauth/callback, /healthz, /readyz and /metrics, the
+refresh scheduler, retention, and signed webhooks from the store's outbox.
 It prints one line on stdout with the URL it listens on, logs on stderr, and on SIGINT
 or SIGTERM stops accepting, lets requests and refreshes in flight finish and persist,
 then exits.
@@ -94,6 +95,7 @@ type service struct {
 	store  backend
 	keeper *keeper.Keeper
 	flow   *connect.Flow
+	events *eventSystem
 	srv    *http.Server
 	ln     net.Listener
 
@@ -175,7 +177,6 @@ func startService(ctx context.Context, s *settings, kf *keyFile, log *slog.Logge
 	}
 
 	seams := seamsFrom(ctx)
-	dash := newDashboard(seams.now)
 	kcfg := keeper.Config{
 		Registerer:             reg,
 		Retention:              s.retention,
@@ -186,7 +187,7 @@ func startService(ctx context.Context, s *settings, kf *keyFile, log *slog.Logge
 		RefreshTimeout:         s.refreshTimeout,
 		LeaseTTL:               s.leaseTTL,
 		RejectCooldown:         s.rejectCooldown,
-		Events:                 eventLogger{log: log, next: dash.events(opts.events)},
+		Events:                 eventLogger{log: log, next: opts.events},
 	}
 	if s.rejectCooldown == 0 {
 		kcfg.RejectCooldown = -1 // the keeper's "disabled"; its 0 is the default
@@ -194,6 +195,12 @@ func startService(ctx context.Context, s *settings, kf *keyFile, log *slog.Logge
 	if seams.now != nil {
 		kcfg.Now = seams.now
 	}
+	events, err := newEventSystem(ctx, s, st, keys, log, reg, seams.now)
+	if err != nil {
+		return nil, err
+	}
+	kcfg.Events = eventLogger{log: log, next: handlers{events.recorder, opts.events}}
+	dash := newDashboard(st, events, seams.now)
 	if opts.keeper != nil {
 		opts.keeper(&kcfg)
 	}
@@ -226,6 +233,8 @@ func startService(ctx context.Context, s *settings, kf *keyFile, log *slog.Logge
 		Store:      st,
 		APIKeys:    st,
 		Audit:      st,
+		Webhooks:   events.endpoints,
+		Events:     st,
 		PublicURL:  s.public,
 		Retention:  s.retention,
 		Ready:      readiness(watcher),
@@ -257,7 +266,7 @@ func startService(ctx context.Context, s *settings, kf *keyFile, log *slog.Logge
 		return nil, &usageError{cmd: s.f.fs.Name(), err: fmt.Errorf("%s: %v", s.f.source("listen"), err)}
 	}
 	svc = &service{
-		url: "http://" + ln.Addr().String(), store: st, keeper: k, flow: flow, ln: ln, log: log, s: s,
+		url: "http://" + ln.Addr().String(), store: st, keeper: k, flow: flow, ln: ln, log: log, s: s, events: events,
 		runDone: make(chan error, 1), serveErr: make(chan error, 2),
 	}
 	if s.metricsListen != "" {
@@ -290,6 +299,7 @@ func startService(ctx context.Context, s *settings, kf *keyFile, log *slog.Logge
 	svc.runCancel = cancel
 	svc.srv.ConnState = svc.track
 	go func() { svc.runDone <- k.Run(runCtx) }()
+	events.start(runCtx)
 	if seams.beforeKeyWatch != nil {
 		seams.beforeKeyWatch()
 	}
@@ -383,6 +393,7 @@ func (svc *service) shutdown() error {
 	if err := svc.keeper.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("drain refreshes: %w", err))
 	}
+	svc.events.wait() // the dispatcher records the attempts in flight
 	svc.handlers.wait(svc.log, svc.s.shutdownTimeout)
 	if err := svc.store.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("close the store: %w", err))

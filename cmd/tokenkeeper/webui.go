@@ -1,14 +1,13 @@
 package main
 
 import (
-	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/tokenkeeper/tokenkeeper"
@@ -18,137 +17,137 @@ import (
 )
 
 // dashboard is what serve adds for people: the connect pages that httpapi renders through
-// webui, and the operator dashboard at /ui. Until the durable event log exists, it also
-// remembers this process's recent keeper events, for the overview's chart and the
-// connection timeline: per process, so with several replicas each dashboard counts the
-// refreshes its own replica made, and a restart forgets them.
+// webui, and the operator dashboard at /ui, which reads the durable event log (the chart,
+// the timeline) and the webhook outbox (the delivery log) that every replica shares.
 type dashboard struct {
-	now func() time.Time
-
-	mu      sync.Mutex
-	minutes map[int64]*webui.Bucket // by Unix minute; the last hour is kept
-	recent  []tokenkeeper.Event     // a ring of the last recentEvents events
-	next    int
+	st     backend
+	events *eventSystem
+	now    func() time.Time
 }
 
-// recentEvents bounds the events a dashboard remembers.
-const recentEvents = 4096
-
-func newDashboard(now func() time.Time) *dashboard {
+func newDashboard(st backend, events *eventSystem, now func() time.Time) *dashboard {
 	if now == nil {
 		now = time.Now
 	}
-	return &dashboard{now: now, minutes: map[int64]*webui.Bucket{}}
+	return &dashboard{st: st, events: events, now: now}
 }
 
-// events returns an event handler that records e, then passes it to next (nil: none).
-func (d *dashboard) events(next tokenkeeper.EventHandler) tokenkeeper.EventHandler {
-	return tokenkeeper.EventHandlerFunc(func(ctx context.Context, e tokenkeeper.Event) {
-		d.record(e)
-		if next != nil {
-			next.Handle(ctx, e)
-		}
-	})
-}
+// The event types the overview's chart counts as refreshes and as failures.
+var (
+	chartRefreshes = []tokenkeeper.EventType{tokenkeeper.EventRefreshed, tokenkeeper.EventRecovered}
+	chartFailures  = []tokenkeeper.EventType{tokenkeeper.EventDegraded, tokenkeeper.EventReconnectRequired, tokenkeeper.EventClientRejected}
+)
 
-func (d *dashboard) record(e tokenkeeper.Event) {
-	at := e.Time
-	if at.IsZero() {
-		at = d.now()
-	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	e.Time = at
-	if len(d.recent) < recentEvents {
-		d.recent = append(d.recent, e)
-	} else {
-		d.recent[d.next] = e
-		d.next = (d.next + 1) % recentEvents
-	}
-	m, cur := at.Unix()/60, d.now().Unix()/60
-	if m < cur-60 {
-		return // older than the chart
-	}
-	b := d.minutes[m]
-	if b == nil {
-		b = &webui.Bucket{Start: time.Unix(m*60, 0).UTC()}
-		d.minutes[m] = b
-		for k := range d.minutes {
-			if k < cur-60 {
-				delete(d.minutes, k)
-			}
-		}
-	}
-	switch e.Type {
-	case tokenkeeper.EventRefreshed, tokenkeeper.EventRecovered:
-		b.Refreshes++
-	case tokenkeeper.EventDegraded, tokenkeeper.EventReconnectRequired, tokenkeeper.EventClientRejected:
-		b.Failures++
-	}
-}
-
-// perMinute is webui.Config.RefreshesPerMinute from the events this process saw.
-func (d *dashboard) perMinute(_ context.Context, since time.Time) ([]webui.Bucket, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
+// perMinute is webui.Config.RefreshesPerMinute: two counts per minute of the event log
+// (each an index range on the events' time), from since to now.
+func (d *dashboard) perMinute(ctx context.Context, since time.Time) ([]webui.Bucket, error) {
+	now := d.now()
 	var out []webui.Bucket
-	for _, b := range d.minutes {
-		if !b.Start.Before(since.Truncate(time.Minute)) {
-			out = append(out, *b)
+	for m := since.Truncate(time.Minute); !m.After(now); m = m.Add(time.Minute) {
+		b := webui.Bucket{Start: m.UTC()}
+		var err error
+		if b.Refreshes, err = d.st.CountEvents(ctx, tokenkeeper.EventFilter{Types: chartRefreshes, Since: m, Until: m.Add(time.Minute)}); err != nil {
+			return nil, err
 		}
+		if b.Failures, err = d.st.CountEvents(ctx, tokenkeeper.EventFilter{Types: chartFailures, Since: m, Until: m.Add(time.Minute)}); err != nil {
+			return nil, err
+		}
+		out = append(out, b)
 	}
-	slices.SortFunc(out, func(a, b webui.Bucket) int { return a.Start.Compare(b.Start) })
 	return out, nil
 }
 
-// timeline is webui.Config.Timeline from what exists today: the audit trail of the
-// connection, its record's own times, and the events this process saw.
-func (d *dashboard) timeline(st backend) func(ctx context.Context, id tokenkeeper.ConnectionID) ([]webui.TimelineItem, error) {
-	return func(ctx context.Context, id tokenkeeper.ConnectionID) ([]webui.TimelineItem, error) {
-		var items []webui.TimelineItem
-		entries, err := st.ListAudit(ctx, tokenkeeper.AuditFilter{ConnectionID: id, Limit: 50})
-		if err != nil {
-			return nil, err
-		}
-		for _, a := range entries {
-			text := auditWords(a.Action) + " by " + a.Actor
-			if a.Detail != "" {
-				text += " (" + a.Detail + ")"
-			}
-			items = append(items, webui.TimelineItem{Time: a.Time, Kind: "audit", Text: text})
-		}
-		seen := map[string]bool{}
-		d.mu.Lock()
-		for _, e := range d.recent {
-			if e.ConnectionID != id {
-				continue
-			}
-			text := eventWords(e.Type)
-			if e.Reason != "" {
-				text += ": " + e.Reason
-			}
-			items = append(items, webui.TimelineItem{Time: e.Time, Kind: string(e.Type), Text: text})
-			seen[string(e.Type)+e.Time.Truncate(time.Second).String()] = true
-		}
-		d.mu.Unlock()
-		rec, err := st.GetConnection(ctx, id)
-		if err != nil {
-			return nil, err
-		}
-		add := func(t time.Time, kind, text string) {
-			if !t.IsZero() && !seen[kind+t.Truncate(time.Second).String()] {
-				items = append(items, webui.TimelineItem{Time: t, Kind: kind, Text: text})
-			}
-		}
-		add(rec.CreatedAt, "connected", "first connected")
-		add(rec.LastRefreshAt, "refreshed", "last refresh committed a new token set")
-		add(rec.DegradedSince, "degraded", "refreshing started to fail: "+rec.LastError)
-		if rec.State != tokenkeeper.StateActive {
-			add(rec.UpdatedAt, string(rec.State), cmp.Or(rec.LastError, string(rec.State)))
-		}
-		slices.SortStableFunc(items, func(a, b webui.TimelineItem) int { return b.Time.Compare(a.Time) })
-		return items, nil
+// timelineLength bounds each source of a connection's timeline.
+const timelineLength = 50
+
+// timeline is webui.Config.Timeline: the connection's newest events from the event log,
+// and the operators' actions on it from the audit trail, newest first.
+func (d *dashboard) timeline(ctx context.Context, id tokenkeeper.ConnectionID) ([]webui.TimelineItem, error) {
+	var items []webui.TimelineItem
+	entries, err := d.st.ListAudit(ctx, tokenkeeper.AuditFilter{ConnectionID: id, Limit: timelineLength})
+	if err != nil {
+		return nil, err
 	}
+	for _, a := range entries {
+		text := auditWords(a.Action) + " by " + a.Actor
+		if a.Detail != "" {
+			text += " (" + a.Detail + ")"
+		}
+		items = append(items, webui.TimelineItem{Time: a.Time, Kind: "audit", Text: text})
+	}
+	events, err := d.st.ListEvents(ctx, tokenkeeper.EventFilter{ConnectionID: id, Newest: true, Limit: timelineLength})
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range events {
+		text := eventWords(e.Type)
+		if e.Reason != "" {
+			text += ": " + e.Reason
+		}
+		items = append(items, webui.TimelineItem{Time: e.Time, Kind: string(e.Type), Text: text})
+	}
+	slices.SortStableFunc(items, func(a, b webui.TimelineItem) int { return b.Time.Compare(a.Time) })
+	return items, nil
+}
+
+// deliveries is webui.Config.Deliveries: the outbox's delivery log, newest first, each
+// with its endpoint's URL.
+func (d *dashboard) deliveries(ctx context.Context, f webui.DeliveryFilter) ([]webui.Delivery, error) {
+	var before int64
+	if f.Before != "" {
+		n, err := strconv.ParseInt(f.Before, 10, 64)
+		if err != nil || n <= 0 {
+			return nil, tokenkeeper.Errorf(tokenkeeper.CodeInvalid, "a delivery cursor is a positive number")
+		}
+		before = n
+	}
+	list, err := d.events.endpoints.Deliveries(ctx, tokenkeeper.DeliveryFilter{Before: tokenkeeper.DeliveryID(before), Limit: f.Limit})
+	if err != nil {
+		return nil, err
+	}
+	urls := map[tokenkeeper.WebhookEndpointID]string{}
+	out := make([]webui.Delivery, 0, len(list))
+	for _, dl := range list {
+		u, ok := urls[dl.EndpointID]
+		if !ok {
+			if ep, err := d.events.endpoints.Get(ctx, dl.EndpointID); err == nil {
+				u = ep.URL
+			}
+			urls[dl.EndpointID] = u
+		}
+		at := dl.LastAttemptAt
+		if at.IsZero() {
+			at = dl.CreatedAt
+		}
+		errText := dl.LastError
+		if errText == "" && dl.State != tokenkeeper.DeliveryDelivered {
+			errText = string(dl.State)
+		}
+		out = append(out, webui.Delivery{
+			ID: strconv.FormatInt(int64(dl.ID), 10), EndpointID: string(dl.EndpointID), EndpointURL: u,
+			EventType: dl.Event.Type.WireType(), Time: at, Status: dl.LastStatus, Attempt: dl.Attempts, Error: errText,
+		})
+	}
+	return out, nil
+}
+
+// endpoints is webui.Config.Endpoints.
+func (d *dashboard) endpoints(ctx context.Context) ([]webui.Endpoint, error) {
+	eps, err := d.events.endpoints.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]webui.Endpoint, 0, len(eps))
+	for _, ep := range eps {
+		out = append(out, webui.Endpoint{ID: string(ep.ID), URL: ep.URL})
+	}
+	return out, nil
+}
+
+// sendTest is webui.Config.SendTestEvent.
+func (d *dashboard) sendTest(ctx context.Context, id string) error {
+	_, err := d.events.endpoints.SendTest(ctx, tokenkeeper.WebhookEndpointID(id))
+	return err
 }
 
 func auditWords(action string) string {
@@ -195,8 +194,11 @@ func connectPages(s *settings, log *slog.Logger) (*webui.ConnectPages, error) {
 func (d *dashboard) mount(h http.Handler, s *settings, st backend, keys tokenkeeper.Sealer, k *keeper.Keeper, flow *connect.Flow, log *slog.Logger) (http.Handler, error) {
 	ui, err := webui.New(webui.Config{
 		Store: st, APIKeys: st, Audit: st, Sealer: keys, Keeper: k, Flow: flow, PublicURL: s.public,
-		Timeline:           d.timeline(st),
+		Timeline:           d.timeline,
 		RefreshesPerMinute: d.perMinute,
+		Deliveries:         d.deliveries,
+		Endpoints:          d.endpoints,
+		SendTestEvent:      d.sendTest,
 		Now:                d.now,
 		Logger:             log,
 	})
