@@ -22,7 +22,12 @@ import (
 // unless CI is true.
 func postgresStore(t *testing.T) string {
 	t.Helper()
-	base := cmp.Or(os.Getenv("TOKENKEEPER_TEST_POSTGRES_URL"), "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable")
+	return postgresStoreOn(t, cmp.Or(os.Getenv("TOKENKEEPER_TEST_POSTGRES_URL"), "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"))
+}
+
+// postgresStoreOn is postgresStore on the server whose maintenance database is base.
+func postgresStoreOn(t *testing.T, base string) string {
+	t.Helper()
 	u, err := url.Parse(base)
 	if err != nil {
 		t.Fatal("TOKENKEEPER_TEST_POSTGRES_URL is not a postgres:// URL")

@@ -1,0 +1,923 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"os"
+	"os/exec"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tokenkeeper/tokenkeeper/emulator"
+	"github.com/tokenkeeper/tokenkeeper/internal/logtest"
+)
+
+// The keeper settings of the chaos replicas, which serve has no flags for (the test
+// sets them through chaosChild). A dead replica's lease blocks its connections for the
+// lease TTL, and a SIGSTOP must outlast it, so both are short; the refresh timeout stays
+// far above a refresh's time on this machine (milliseconds).
+const (
+	chaosRefreshTimeout = 2 * time.Second
+	chaosLeaseTTL       = 4 * time.Second
+	chaosDrainGrace     = time.Second // keeper.Config's default, which serve uses
+	// chaosRefreshRate replaces the keeper's default limit of 20 refreshes a second (with
+	// a burst of 20). Each replica's limiter is charged before the lease is asked for,
+	// so also for refreshes that another replica then makes: with the default, three
+	// replicas refresh no faster than one, and 200 connections on a 7s lifetime (33
+	// refreshes a second) fell behind by up to 8s in a run without any fault.
+	chaosRefreshRate  = 100
+	chaosReplicaCount = 3
+)
+
+// chaosOptions size one chaos run.
+type chaosOptions struct {
+	conns   int
+	clients int
+	// tokenTTL is the emulator's access-token lifetime, on the real clock: the replicas
+	// are processes and read the real clock.
+	tokenTTL time.Duration
+	// load is how long the clients run.
+	load time.Duration
+	// pgBase is the maintenance database of the PostgreSQL server to use; "" means
+	// the shared test server (postgresStore).
+	pgBase string
+}
+
+// chaosSize returns the default sizes: the issue's 3 replicas and 200 connections,
+// hundreds of clients, and a load long enough for several expiry cycles; -short cuts
+// them.
+func chaosSize() chaosOptions {
+	o := chaosOptions{conns: 200, clients: 200, tokenTTL: 7 * time.Second, load: 24 * time.Second}
+	if testing.Short() {
+		o.conns, o.clients, o.load = 60, 60, 15*time.Second
+	}
+	return o
+}
+
+// cluster is three `tokenkeeper serve` processes on one PostgreSQL database, each with a
+// gateFront before the in-process emulator's token endpoint, and the clients.
+type cluster struct {
+	t     *testing.T
+	o     chaosOptions
+	emu   *emulator.Server
+	emuH  http.Handler
+	emuMu sync.RWMutex // forward: a targeted drop runs alone in the emulator
+	store string
+	db    *pgxpool.Pool
+	key   string // an admin API key
+	keys  string // the key file
+	exe   string
+
+	replicas []*chaosReplica
+	fronts   []*gateFront
+	tokens   tokenLog
+
+	ids       []string
+	connChain map[string]int // connection → token family, set while connecting
+
+	dropMu     sync.Mutex
+	dropChains map[int]bool      // families whose next refresh (after dropFrom) loses its response
+	dropFrom   time.Time         // no drop before this
+	dropped    map[int]time.Time // families that lost a response, and when
+
+	http *http.Client
+	// avoid takes a replica out of the clients' rotation, as a load balancer does with one
+	// that fails its health checks; busy counts the clients' requests in each replica.
+	avoid [chaosReplicaCount]atomic.Bool
+	busy  [chaosReplicaCount]atomic.Int64
+
+	calls, tokenCalls, proxyCalls, deadRetries, unavailRetries, lostAnswers atomic.Int64
+	failures                                                                atomic.Int64
+	failMu                                                                  sync.Mutex
+	failed                                                                  []string
+	promMu                                                                  sync.Mutex
+	promises                                                                map[string]time.Time // access token hash → expires_at served
+	unavail                                                                 []time.Time          // when a 503 was answered
+	served                                                                  []time.Time          // when a call succeeded
+}
+
+// chaosReplica is one replica's address and its current process. A restarted replica is
+// a new process on the same address, with a new keeper owner.
+type chaosReplica struct {
+	i          int
+	addr, base string
+	logs       logtest.Buffer // stderr of every incarnation
+
+	mu     sync.Mutex
+	owner  string
+	n      int
+	cmd    *exec.Cmd
+	exited chan struct{}
+}
+
+func (r *chaosReplica) currentOwner() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.owner
+}
+
+func (r *chaosReplica) process() (*exec.Cmd, chan struct{}) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.cmd, r.exited
+}
+
+// newCluster makes the database, the emulator, the fronts, a key file and an admin key,
+// and starts the replicas.
+func newCluster(t *testing.T, o chaosOptions) *cluster {
+	t.Helper()
+	c := &cluster{t: t, o: o, connChain: map[string]int{}, dropChains: map[int]bool{}, dropped: map[int]time.Time{},
+		promises: map[string]time.Time{}}
+	if o.pgBase != "" {
+		c.store = postgresStoreOn(t, o.pgBase)
+	} else {
+		c.store = postgresStore(t)
+	}
+	db, err := pgxpool.New(context.Background(), c.store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.db = db
+	t.Cleanup(db.Close) // registered after the database's drop: runs before it
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.exe = exe
+	var redirects []string
+	for i := range chaosReplicaCount {
+		addr := freeAddr(t)
+		c.replicas = append(c.replicas, &chaosReplica{i: i, addr: addr, base: "http://" + addr})
+		redirects = append(redirects, "http://"+addr+"/oauth/callback")
+	}
+	c.emu, err = emulator.NewServer(emulator.Config{
+		AutoApprove: true,
+		Clients: []emulator.Client{{ID: "chaos-client", Secret: "chaos-secret-0123456789",
+			RedirectURIs: redirects, Name: "Chaos"}},
+		AccessTokenTTL: o.tokenTTL,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.emu.Close() })
+	c.emuH = c.emu.Handler()
+	for i := range chaosReplicaCount {
+		f := newGateFront(c, i)
+		t.Cleanup(f.srv.Close)
+		c.fronts = append(c.fronts, f)
+	}
+	c.keys = t.TempDir() + "/keyset.json"
+	mainRun := func(args ...string) string {
+		t.Helper()
+		var out, errb bytes.Buffer
+		if code := Main(context.Background(), args, &out, &errb); code != 0 {
+			t.Fatalf("tokenkeeper %s: exit %d\n%s", strings.Join(args, " "), code, errb.String())
+		}
+		return out.String()
+	}
+	mainRun("keys", "generate", "--out", c.keys)
+	var created struct {
+		Key string `json:"key"`
+	}
+	if err := json.Unmarshal([]byte(mainRun("apikeys", "create", "--store", c.store, "--name", "chaos", "--scopes", "admin", "--json")), &created); err != nil || created.Key == "" {
+		t.Fatalf("apikeys create --json: %v", err)
+	}
+	c.key = created.Key
+	c.http = &http.Client{Transport: &http.Transport{MaxIdleConns: 1024, MaxIdleConnsPerHost: 512, IdleConnTimeout: time.Minute},
+		Timeout: 30 * time.Second}
+	t.Cleanup(c.http.CloseIdleConnections)
+	// Kill whatever still runs at the end (a failed test), before the database goes.
+	t.Cleanup(func() {
+		for _, r := range c.replicas {
+			if cmd, exited := r.process(); cmd != nil {
+				cmd.Process.Kill()
+				<-exited
+			}
+		}
+	})
+	var wg sync.WaitGroup
+	errs := make([]error, len(c.replicas))
+	for i, r := range c.replicas {
+		wg.Go(func() { errs[i] = c.start(r) })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		c.dumpLogs()
+		t.Fatal(err)
+	}
+	return c
+}
+
+// start runs a new process for r and waits until it listens.
+func (c *cluster) start(r *chaosReplica) error {
+	r.mu.Lock()
+	r.n++
+	r.owner = fmt.Sprintf("chaos-replica-%d.%d", r.i, r.n)
+	owner := r.owner
+	r.mu.Unlock()
+	args := []string{"serve", "--listen", r.addr, "--public-url", r.base, "--store", c.store, "--key-file", c.keys,
+		"--provider", "custom", "--auth-url", c.emu.URL + "/oauth/authorize", "--token-url", c.fronts[r.i].srv.URL + "/oauth/token",
+		"--api-url", c.emu.APIURL, "--allowed-return-url", "https://app.example/settings", "--log-level", "info",
+		"--shutdown-timeout", "5s"}
+	cmd := exec.Command(c.exe, args...)
+	cmd.Env = append(os.Environ(), chaosChildEnv+"=serve", chaosOwnerEnv+"="+owner,
+		chaosRefreshTimeoutEnv+"="+chaosRefreshTimeout.String(), chaosLeaseTTLEnv+"="+chaosLeaseTTL.String(), fmt.Sprintf("%s=%d", chaosRefreshRateEnv, chaosRefreshRate),
+		"TOKENKEEPER_CLIENT_ID=chaos-client", "TOKENKEEPER_CLIENT_SECRET=chaos-secret-0123456789")
+	stdout := &logtest.Buffer{}
+	fmt.Fprintf(&r.logs, "=== process %d (owner %s)\n", r.n, owner)
+	cmd.Stdout, cmd.Stderr = stdout, &r.logs
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	r.mu.Lock()
+	r.cmd, r.exited = cmd, exited
+	r.mu.Unlock()
+	deadline := time.Now().Add(60 * time.Second)
+	for !strings.Contains(stdout.String(), "serving on") {
+		select {
+		case <-exited:
+			return fmt.Errorf("replica %d (%s) exited before listening: %v", r.i, owner, cmd.ProcessState)
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("replica %d (%s) did not listen within 60s", r.i, owner)
+		}
+	}
+	return nil
+}
+
+// kill SIGKILLs r's process and waits for it to be gone.
+func (c *cluster) kill(r *chaosReplica) {
+	cmd, exited := r.process()
+	at := time.Now()
+	cmd.Process.Signal(syscall.SIGKILL)
+	<-exited
+	_, held := c.fronts[r.i].counts()
+	fmt.Fprintf(&r.logs, "=== SIGKILL at %s, %d refresh requests held\n", at.Format("15:04:05.000"), held)
+	r.mu.Lock()
+	r.cmd = nil
+	r.mu.Unlock()
+}
+
+// stopAll sends SIGTERM to every replica and checks that each drains and exits 0.
+func (c *cluster) stopAll() {
+	c.t.Helper()
+	for _, r := range c.replicas {
+		if cmd, _ := r.process(); cmd != nil {
+			cmd.Process.Signal(syscall.SIGTERM)
+		}
+	}
+	for _, r := range c.replicas {
+		cmd, exited := r.process()
+		if cmd == nil {
+			continue
+		}
+		select {
+		case <-exited:
+			if code := cmd.ProcessState.ExitCode(); code != 0 {
+				c.t.Errorf("replica %d exited %d after SIGTERM; want 0", r.i, code)
+			}
+		case <-time.After(20 * time.Second):
+			c.t.Errorf("replica %d did not stop within 20s of SIGTERM", r.i)
+			cmd.Process.Kill()
+			<-exited
+		}
+		r.mu.Lock()
+		r.cmd = nil
+		r.mu.Unlock()
+	}
+}
+
+// markers counts the outcome-unknown markers owner has in the store.
+func (c *cluster) markers(owner string) (int, error) {
+	var n int
+	err := c.db.QueryRow(context.Background(), "SELECT count(*) FROM connections WHERE pending_owner = $1", owner).Scan(&n)
+	return n, err
+}
+
+// quiesce closes r's gate and waits until r holds no provider answer it has not
+// committed: nothing of r's is inside the emulator, and each marker r has in the store
+// belongs to a request held at the gate (so it never reached the provider). A process
+// stopped or killed then is at one of the crash table's harmless rows: before the marker,
+// after the marker but before the provider saw the request, or after the commit.
+// Stopping it between the provider's answer and the commit is the lost-response case,
+// which no client can survive and which TestServeChaos_DroppedResponses covers.
+func (c *cluster) quiesce(r *chaosReplica) (held int, err error) {
+	f := c.fronts[r.i]
+	f.closeGate()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		inflight, held := f.counts()
+		n, err := c.markers(r.currentOwner())
+		if err == nil && inflight == 0 && n == held {
+			return held, nil
+		}
+		if time.Now().After(deadline) {
+			return held, fmt.Errorf("replica %d did not quiesce in 15s: %d requests in the emulator, %d held, %d markers (%v)", r.i, inflight, held, n, err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// do sends one request to the service or the emulator and decodes a 2xx JSON answer.
+func (c *cluster) do(method, u, bearer string, out any) (int, []byte, error) {
+	req, err := http.NewRequest(method, u, nil)
+	if err != nil {
+		return 0, nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+bearer)
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return resp.StatusCode, data, err
+	}
+	if out != nil && resp.StatusCode/100 == 2 {
+		if err := json.Unmarshal(data, out); err != nil {
+			return resp.StatusCode, data, err
+		}
+	}
+	return resp.StatusCode, data, nil
+}
+
+// connectAll connects o.conns connections, each through a replica in turn, a few
+// browsers at a time, and learns each one's token family from its first token.
+func (c *cluster) connectAll() {
+	t := c.t
+	t.Helper()
+	for i := range c.o.conns {
+		c.ids = append(c.ids, fmt.Sprintf("conn-%03d", i))
+	}
+	var mu sync.Mutex
+	connect := func(i int) error {
+		base := c.replicas[i%len(c.replicas)].base
+		id := c.ids[i]
+		var sess struct {
+			URL string `json:"url"`
+		}
+		body, _ := json.Marshal(map[string]string{"connection_id": id, "return_to": "https://app.example/settings/pleo"})
+		req, _ := http.NewRequest("POST", base+"/v1/connect-sessions", bytes.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+c.key)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := c.http.Do(req)
+		if err != nil {
+			return err
+		}
+		data, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusCreated || json.Unmarshal(data, &sess) != nil {
+			return fmt.Errorf("%s: POST /v1/connect-sessions: %d %.200s", id, resp.StatusCode, data)
+		}
+		jar, _ := cookiejar.New(nil)
+		var landed *url.URL
+		browser := &http.Client{Jar: jar, Transport: c.http.Transport, CheckRedirect: func(req *http.Request, via []*http.Request) error {
+			if req.URL.Host == "app.example" {
+				landed = req.URL
+				return http.ErrUseLastResponse
+			}
+			return nil
+		}}
+		resp, err = browser.Get(sess.URL)
+		if err != nil {
+			return fmt.Errorf("%s: follow the connect link: %v", id, err)
+		}
+		resp.Body.Close()
+		if landed == nil || landed.Query().Get("status") != "connected" {
+			return fmt.Errorf("%s: the connect flow ended at %s (%d), landed at %v", id, resp.Request.URL, resp.StatusCode, landed)
+		}
+		var tr tokenResponse
+		code, data, err := c.do("POST", base+"/v1/connections/"+id+"/token", c.key, &tr)
+		if err != nil || code != http.StatusOK {
+			return fmt.Errorf("%s: the first token: %d %.200s %v", id, code, data, err)
+		}
+		h := hashToken(tr.AccessToken)
+		chain := c.tokens.chainOfAT(h)
+		if chain < 0 {
+			return fmt.Errorf("%s: its first token came from no code exchange the fronts saw", id)
+		}
+		c.notePromise(id, h, tr.ExpiresAt)
+		mu.Lock()
+		c.connChain[id] = chain
+		mu.Unlock()
+		return nil
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, c.o.conns)
+	var next atomic.Int64
+	for range 8 {
+		wg.Go(func() {
+			for i := int(next.Add(1) - 1); i < c.o.conns; i = int(next.Add(1) - 1) {
+				if err := connect(i); err != nil {
+					errs <- err
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		c.dumpLogs()
+		t.Fatal(err)
+	}
+}
+
+// notePromise records the expires_at served with an access token, and fails if another
+// replica served the same token with another promise.
+func (c *cluster) notePromise(conn, h string, at time.Time) {
+	c.promMu.Lock()
+	defer c.promMu.Unlock()
+	if prev, ok := c.promises[h]; ok && !prev.Equal(at) {
+		c.fail("%s: one access token served with expires_at %s and %s", conn, prev, at)
+		return
+	}
+	c.promises[h] = at
+}
+
+func (c *cluster) fail(format string, args ...any) {
+	if c.failures.Add(1) <= 20 {
+		c.failMu.Lock()
+		c.failed = append(c.failed, time.Now().Format("15:04:05.000 ")+fmt.Sprintf(format, args...))
+		c.failMu.Unlock()
+	}
+}
+
+// lost reports whether conn's family was told to lose a response (and so may end).
+func (c *cluster) lost(conn string) bool {
+	c.dropMu.Lock()
+	defer c.dropMu.Unlock()
+	_, ok := c.dropped[c.connChain[conn]]
+	return ok
+}
+
+// takeDrop reports whether the refresh presenting the refresh token hashed h is to lose
+// its response, and marks its family as dropped.
+func (c *cluster) takeDrop(h string) bool {
+	chain := c.tokens.chainOfRT(h)
+	c.dropMu.Lock()
+	defer c.dropMu.Unlock()
+	if chain < 0 || !c.dropChains[chain] || time.Now().Before(c.dropFrom) {
+		return false
+	}
+	if _, done := c.dropped[chain]; done {
+		return false
+	}
+	c.dropped[chain] = time.Now()
+	return true
+}
+
+// runClients runs o.clients clients until ctx ends. They go through the connections in
+// turn, so that every connection is asked for every second or so and stays hot (a
+// connection nobody asks for is refreshed on demand, not at its expiry), each call on a
+// random replica: a token, used at once on the emulator's API (if the clock is still
+// inside its promise; otherwise it asks again), or a call through the replica's proxy.
+// A request that failed because its replica died (no answer, or a 503) is retried on
+// another replica, as a load balancer would.
+func (c *cluster) runClients(ctx context.Context) *sync.WaitGroup {
+	var wg sync.WaitGroup
+	var next atomic.Int64
+	for n := range c.o.clients {
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(n), 7))
+			for ctx.Err() == nil {
+				c.call(rng, c.ids[int(next.Add(1))%len(c.ids)], rng.IntN(3) == 0)
+				select {
+				case <-ctx.Done():
+				case <-time.After(time.Duration(300+rng.IntN(600)) * time.Millisecond):
+				}
+			}
+		})
+	}
+	return &wg
+}
+
+func (c *cluster) call(rng *rand.Rand, conn string, proxy bool) {
+	c.calls.Add(1)
+	if proxy {
+		c.proxyCalls.Add(1)
+	} else {
+		c.tokenCalls.Add(1)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	last := -1
+	for attempt := 0; ; attempt++ {
+		if time.Now().After(deadline) {
+			c.fail("%s: no success in 30s of retries", conn)
+			return
+		}
+		ri := rng.IntN(len(c.replicas))
+		for k := 0; k < len(c.replicas) && (ri == last || c.avoid[ri].Load()); k++ {
+			ri = (ri + 1) % len(c.replicas)
+		}
+		last = ri
+		r := c.replicas[ri]
+		c.busy[ri].Add(1)
+		done := sync.OnceFunc(func() { c.busy[ri].Add(-1) })
+		if proxy {
+			code, data, err := c.do("GET", r.base+"/v1/connections/"+conn+"/proxy/v2/employees", c.key, nil)
+			done()
+			switch {
+			case err != nil:
+				c.deadRetries.Add(1)
+				time.Sleep(20 * time.Millisecond)
+				continue
+			case code == http.StatusServiceUnavailable:
+				c.noteUnavailable()
+				time.Sleep(time.Duration(100+rng.IntN(200)) * time.Millisecond)
+				continue
+			case code == http.StatusOK:
+				c.noteServed()
+			case (code == http.StatusConflict || code == http.StatusUnauthorized) && c.lost(conn):
+				c.lostAnswers.Add(1)
+			default:
+				c.fail("%s via replica %d: GET proxy/v2/employees: %d %.200s", conn, ri, code, data)
+			}
+			return
+		}
+		var tr tokenResponse
+		code, data, err := c.do("POST", r.base+"/v1/connections/"+conn+"/token", c.key, &tr)
+		done()
+		switch {
+		case err != nil:
+			c.deadRetries.Add(1)
+			time.Sleep(20 * time.Millisecond)
+			continue
+		case code == http.StatusServiceUnavailable:
+			c.noteUnavailable()
+			time.Sleep(time.Duration(100+rng.IntN(200)) * time.Millisecond)
+			continue
+		case code == http.StatusConflict && c.lost(conn):
+			c.lostAnswers.Add(1)
+			return
+		case code != http.StatusOK || tr.AccessToken == "":
+			c.fail("%s via replica %d: POST token: %d %.200s", conn, ri, code, data)
+			return
+		}
+		h := hashToken(tr.AccessToken)
+		c.notePromise(conn, h, tr.ExpiresAt)
+		if !time.Now().Before(tr.ExpiresAt) {
+			continue // past its promise already (a slow answer): a client asks again
+		}
+		code, data, err = c.do("GET", c.emu.APIURL+"/v2/employees", tr.AccessToken, nil)
+		switch {
+		case err == nil && code == http.StatusOK:
+			c.noteServed()
+		case code == http.StatusUnauthorized && c.lost(conn):
+			c.lostAnswers.Add(1)
+		default:
+			c.fail("%s via replica %d: GET /v2/employees at the emulator with the token served: %d %.200s %v", conn, ri, code, data, err)
+		}
+		return
+	}
+}
+
+func (c *cluster) noteServed() {
+	c.promMu.Lock()
+	c.served = append(c.served, time.Now())
+	c.promMu.Unlock()
+}
+
+// servedBetween counts the calls that succeeded between from and to.
+func (c *cluster) servedBetween(from, to time.Time) int {
+	c.promMu.Lock()
+	defer c.promMu.Unlock()
+	n := 0
+	for _, at := range c.served {
+		if !at.Before(from) && at.Before(to) {
+			n++
+		}
+	}
+	return n
+}
+
+// waitReady waits up to d for every replica's /readyz to answer 200 (ready) or not, and
+// returns how many did.
+func (c *cluster) waitReady(ready bool, d time.Duration) int {
+	deadline := time.Now().Add(d)
+	done := make([]bool, len(c.replicas))
+	n := 0
+	for n < len(c.replicas) && time.Now().Before(deadline) {
+		for i, r := range c.replicas {
+			if done[i] {
+				continue
+			}
+			code, _, err := c.do("GET", r.base+"/readyz", "", nil)
+			if err == nil && (code == http.StatusOK) == ready {
+				done[i] = true
+				n++
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return n
+}
+
+func (c *cluster) noteUnavailable() {
+	c.unavailRetries.Add(1)
+	c.promMu.Lock()
+	c.unavail = append(c.unavail, time.Now())
+	c.promMu.Unlock()
+}
+
+func (c *cluster) dumpLogs() {
+	for _, r := range c.replicas {
+		c.t.Logf("replica %d log:\n%s", r.i, &r.logs)
+	}
+	rep, _ := json.MarshalIndent(c.emu.Report().Violations, "", "  ")
+	c.t.Logf("emulator violations: %s", rep)
+}
+
+// chaosExpect is what a run must end with.
+type chaosExpect struct {
+	// maxGap bounds the time between two refreshes of a connection (and from the last
+	// one to the end of the load): a connection that clients keep asking for must not
+	// be left unrefreshed.
+	maxGap time.Duration
+	// unavailable, if set, says when a 503 is allowed; nil allows one whenever (a
+	// replica dying mid-request).
+	unavailable func(time.Time) bool
+	// errorLogs allows ERROR lines in the replicas' logs (the database was down).
+	errorLogs bool
+}
+
+// check stops the replicas and checks everything a run must end with: no client request
+// failed, the ledger holds exactly the violations the dropped responses explain, every
+// expiry of every connection got exactly one refresh and none came before the promise of
+// the token it replaced, each family lost to a dropped response made exactly one more
+// attempt, and every other connection is active.
+func (c *cluster) check(loadEnd time.Time, want chaosExpect) {
+	t := c.t
+	t.Helper()
+	c.stopAll()
+	ok := true
+	defer func() {
+		if !ok {
+			c.dumpLogs()
+		}
+	}()
+	errorf := func(format string, args ...any) {
+		t.Helper()
+		ok = false
+		t.Errorf(format, args...)
+	}
+	t.Logf("clients: %d calls (%d token+API, %d proxy); retried on another replica: %d after no answer, %d after a 503; %d answers for lost connections",
+		c.calls.Load(), c.tokenCalls.Load(), c.proxyCalls.Load(), c.deadRetries.Load(), c.unavailRetries.Load(), c.lostAnswers.Load())
+	if n := c.failures.Load(); n > 0 {
+		c.failMu.Lock()
+		errorf("%d client requests failed; the first:\n%s", n, strings.Join(c.failed, "\n"))
+		c.failMu.Unlock()
+	}
+	if want.unavailable != nil {
+		c.promMu.Lock()
+		for _, at := range c.unavail {
+			if !want.unavailable(at) {
+				errorf("a 503 at %s, outside the window where one is expected", at.Format("15:04:05.000"))
+				break
+			}
+		}
+		c.promMu.Unlock()
+	}
+
+	// Which families lost a response, and so which connections may end.
+	c.dropMu.Lock()
+	droppedChains := map[int]bool{}
+	for ch := range c.dropped {
+		droppedChains[ch] = true
+	}
+	c.dropMu.Unlock()
+	lostConns := map[string]bool{}
+	for id, ch := range c.connChain {
+		if droppedChains[ch] {
+			lostConns[id] = true
+		}
+	}
+
+	// The ledger: nothing, except one refresh_token_reuse per lost response, each
+	// flagged as following a lost response.
+	rep := c.emu.Report()
+	wantCounts := map[string]int{}
+	if len(lostConns) > 0 {
+		wantCounts[emulator.RuleRefreshTokenReuse] = len(lostConns)
+	}
+	if !mapsEqual(rep.ViolationCounts, wantCounts) || rep.LostResponseViolations != len(lostConns) {
+		errorf("the emulator recorded violations %v (%d after a lost response); want %v, all after a lost response",
+			rep.ViolationCounts, rep.LostResponseViolations, wantCounts)
+	}
+	revoked := 0
+	for _, a := range rep.Authorisations {
+		if a.State != "active" {
+			revoked++
+		}
+	}
+	if revoked != len(lostConns) {
+		errorf("%d authorisations are revoked at the emulator; want %d (the dropped responses)", revoked, len(lostConns))
+	}
+
+	// Refreshes, family by family, as the provider saw them.
+	events := c.tokens.snapshot()
+	byChain := map[int][]tokenEvent{}
+	issued := map[int]tokenEvent{}
+	unknown := 0
+	for _, e := range events {
+		switch {
+		case e.grant == "authorization_code" && e.status == http.StatusOK:
+			issued[e.chain] = e
+		case e.grant == "refresh_token" && e.chain < 0:
+			unknown++
+		case e.grant == "refresh_token":
+			byChain[e.chain] = append(byChain[e.chain], e)
+		}
+	}
+	if unknown > 0 {
+		errorf("%d refresh requests presented a refresh token the provider never issued through the fronts", unknown)
+	}
+	minPromise := min(time.Duration(0.75*float64(c.o.tokenTTL)), c.o.tokenTTL-2*min(chaosDrainGrace, c.o.tokenTTL/4))
+	var perChain []int
+	total, replicaRotations := 0, make([]int, len(c.replicas))
+	minMargin, maxGap, gapAt := time.Duration(1<<62), time.Duration(0), ""
+
+	for _, id := range c.ids {
+		ch := c.connChain[id]
+		evs := byChain[ch]
+		sort.Slice(evs, func(i, j int) bool { return evs[i].at.Before(evs[j].at) })
+		rotations := 0
+		prev := issued[ch]
+		seen := map[string]int{}
+		for k, e := range evs {
+			seen[e.presented]++
+			if lostConns[id] && e.dropped {
+				// Exactly one more attempt, with the same refresh token, answered
+				// invalid_grant; then nothing.
+				rest := evs[k+1:]
+				if len(rest) != 1 || rest[0].presented != e.presented || rest[0].status != http.StatusBadRequest {
+					var desc []string
+					for _, r := range rest {
+						desc = append(desc, fmt.Sprintf("replica %d %d same-token=%v", r.replica, r.status, r.presented == e.presented))
+					}
+					errorf("%s: after its lost response the provider saw %d requests %v; want exactly one more attempt with the same refresh token, answered 400", id, len(rest), desc)
+				}
+				rotations++
+				total++
+				replicaRotations[e.replica]++
+				break
+			}
+			if e.status != http.StatusOK {
+				errorf("%s: a refresh by replica %d (%s) was answered %d", id, e.replica, e.owner, e.status)
+				continue
+			}
+			// Not before the promise of the token it replaced: the promise served to
+			// clients, or, for a token no client saw, the earliest the keeper plans.
+			c.promMu.Lock()
+			promise, ok := c.promises[prev.newAT]
+			c.promMu.Unlock()
+			if !ok {
+				promise = prev.at.Add(minPromise)
+			}
+			if m := e.at.Sub(promise); m < minMargin {
+				minMargin = m
+			}
+			if e.at.Before(promise) {
+				errorf("%s: refreshed by replica %d (%s) at %s, before the promise %s of the token it replaced",
+					id, e.replica, e.owner, e.at.Format("15:04:05.000"), promise.Format("15:04:05.000"))
+			}
+			if g := e.at.Sub(prev.at); g > maxGap {
+				maxGap, gapAt = g, fmt.Sprintf("%s from %s to %s (replica %d, %s)", id, prev.at.Format("15:04:05.000"), e.at.Format("15:04:05.000"), e.replica, e.owner)
+			}
+			rotations++
+			total++
+			replicaRotations[e.replica]++
+			prev = e
+		}
+		for h, n := range seen {
+			if n > 1 && !(lostConns[id] && n == 2) {
+				errorf("%s: one refresh token (%s) was presented %d times", id, h[:6], n)
+			}
+		}
+		if !lostConns[id] {
+			if g := loadEnd.Sub(prev.at); g > maxGap {
+				maxGap, gapAt = g, fmt.Sprintf("%s from %s to the end of the load", id, prev.at.Format("15:04:05.000"))
+			}
+		}
+		perChain = append(perChain, rotations)
+	}
+	var perAuth []int
+	emuTotal := 0
+	for _, a := range rep.Authorisations {
+		perAuth = append(perAuth, a.Refreshes)
+		emuTotal += a.Refreshes
+	}
+	slices.Sort(perChain)
+	slices.Sort(perAuth)
+	if !slices.Equal(perChain, perAuth) {
+		errorf("refreshes per connection seen at the fronts %v differ from the emulator's per authorisation %v", histogram(perChain), histogram(perAuth))
+	}
+	t.Logf("refreshes: %d at the emulator (%d seen at the fronts), by replica %v; connections by refresh count %v; earliest refresh %s after its promise; longest gap %s",
+		emuTotal, total, replicaRotations, histogram(perChain), minMargin.Round(time.Millisecond), maxGap.Round(time.Millisecond))
+	if want.maxGap > 0 && maxGap > want.maxGap {
+		errorf("a connection went %s without a refresh (%s); want at most %s", maxGap.Round(time.Millisecond), gapAt, want.maxGap)
+	}
+
+	// Every connection is active, but those that lost a response: reconnect_required.
+	rows, err := c.db.Query(context.Background(), "SELECT id, state, last_error FROM connections")
+	if err != nil {
+		t.Fatal(err)
+	}
+	states := map[string]int{}
+	for rows.Next() {
+		var id, state, lastErr string
+		if err := rows.Scan(&id, &state, &lastErr); err != nil {
+			t.Fatal(err)
+		}
+		states[state]++
+		want := "active"
+		if lostConns[id] {
+			want = "reconnect_required"
+			if !strings.Contains(lastErr, "lost") {
+				errorf("%s: reconnect_required with last error %q; want the reason to say the response was lost", id, lastErr)
+			}
+		}
+		if state != want {
+			errorf("%s: state %s (last error %q); want %s", id, state, lastErr, want)
+		}
+	}
+	if rows.Err() != nil {
+		t.Fatal(rows.Err())
+	}
+	t.Logf("connections by state: %v", states)
+
+	// The replicas' logs: no data race, no panic, and no error unless expected.
+	ended := map[string]int{}
+	for _, r := range c.replicas {
+		logs := r.logs.String()
+		if strings.Contains(logs, "DATA RACE") || strings.Contains(logs, "panic:") {
+			errorf("replica %d logged a data race or a panic", r.i)
+		}
+		n := 0
+		for line := range strings.Lines(logs) {
+			if !strings.Contains(line, "level=ERROR") {
+				continue
+			}
+			// A connection that lost a response ends with one error line, in one replica.
+			_, conn, _ := strings.Cut(line, " connection=")
+			conn, _, _ = strings.Cut(conn, " ")
+			if strings.Contains(line, `msg="refresh: connection needs reconnecting"`) && lostConns[conn] {
+				ended[conn]++
+				continue
+			}
+			n++
+		}
+		if n > 0 {
+			if want.errorLogs {
+				t.Logf("replica %d logged %d errors (expected here)", r.i, n)
+			} else {
+				errorf("replica %d logged %d errors", r.i, n)
+			}
+		}
+	}
+	for id := range lostConns {
+		if ended[id] != 1 {
+			errorf("%s: %d replicas logged that it needs reconnecting; want exactly 1", id, ended[id])
+		}
+	}
+}
+
+func mapsEqual(a, b map[string]int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if b[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// histogram maps a count to how many have it.
+func histogram(xs []int) map[int]int {
+	h := map[int]int{}
+	for _, x := range xs {
+		h[x]++
+	}
+	return h
+}
