@@ -183,7 +183,15 @@ func TestServeChaos_PostgresRestart(t *testing.T) {
 		}
 	})
 	servedDuring := c.servedBetween(down, up)
-	t.Logf("%d calls succeeded while the database was down (tokens served from the replicas' caches)", servedDuring)
+	c.promMu.Lock()
+	var last time.Time
+	if n := len(c.unavail); n > 0 {
+		last = c.unavail[n-1]
+	}
+	refused := len(c.unavail)
+	c.promMu.Unlock()
+	t.Logf("%d calls succeeded while the database was down (tokens served from the replicas' caches); %d answers were 503, the last %s after the database was back",
+		servedDuring, refused, last.Sub(up).Round(time.Millisecond))
 	if servedDuring == 0 {
 		t.Error("no call succeeded while the database was down; the replicas must serve their cached tokens")
 	}
