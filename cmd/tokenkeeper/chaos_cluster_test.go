@@ -7,12 +7,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
 	"os"
 	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -166,7 +169,7 @@ func newCluster(t *testing.T, o chaosOptions) *cluster {
 	c.exe = exe
 	var redirects []string
 	for i := range chaosReplicaCount {
-		addr := freeAddr(t)
+		addr := stableAddr(t)
 		c.replicas = append(c.replicas, &chaosReplica{i: i, addr: addr, base: "http://" + addr})
 		redirects = append(redirects, "http://"+addr+"/oauth/callback")
 	}
@@ -490,4 +493,29 @@ func (c *cluster) dumpLogs() {
 	}
 	rep, _ := json.MarshalIndent(c.emu.Report().Violations, "", "  ")
 	c.t.Logf("emulator violations: %s", rep)
+}
+
+// stableAddr returns a free loopback address below the kernel's range of ephemeral
+// ports. A replica listens there again after each restart: a port from freeAddr (the
+// ephemeral range) may meanwhile become the local port of one of the thousands of
+// connections the clients open, or be taken by another test's listener on :0 (a run
+// lost its first replica to "address already in use" that way).
+func stableAddr(t *testing.T) string {
+	t.Helper()
+	low := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil && n > 12000 {
+				low = n
+			}
+		}
+	}
+	for range 100 {
+		addr := fmt.Sprintf("127.0.0.1:%d", 10000+rand.IntN(low-10000))
+		if ln, err := net.Listen("tcp", addr); err == nil {
+			ln.Close()
+			return addr
+		}
+	}
+	return freeAddr(t)
 }
