@@ -279,7 +279,7 @@ func (h *leaseHolder) renew() {
 			h.grant(asked)
 		case tokenkeeper.ErrorCode(err) == tokenkeeper.CodeConflict:
 			if !h.lost.Swap(true) {
-				h.k.log.Error("refresh: lease lost while refreshing", "connection", h.id)
+				h.k.log.Warn("refresh: lease lost while refreshing (this process stalled, or could not renew it); its writes are fenced off", "connection", h.id)
 			}
 		default:
 			h.k.log.Warn("refresh: lease renewal failed; will retry", "connection", h.id, "error", err)

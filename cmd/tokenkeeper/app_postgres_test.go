@@ -14,6 +14,12 @@ func postgresStore(t *testing.T) string {
 	return pgtest.Database(t, "cmd")
 }
 
+// postgresStoreOn is postgresStore on the server whose maintenance database is base.
+func postgresStoreOn(t *testing.T, base string) string {
+	t.Helper()
+	return pgtest.DatabaseOn(t, base, "cmd")
+}
+
 // TestOpenStore_Postgres: --store postgres://... works end to end for the
 // admin commands: migrate creates the schema, and a key made by one
 // command is listed by the next.

@@ -201,6 +201,9 @@ func startService(ctx context.Context, s *settings, kf *keyFile, log *slog.Logge
 	}
 	kcfg.Events = eventLogger{log: log, next: handlers{events.recorder, opts.events}}
 	dash := newDashboard(st, events, seams.now)
+	if seams.keeper != nil {
+		seams.keeper(&kcfg)
+	}
 	if opts.keeper != nil {
 		opts.keeper(&kcfg)
 	}
@@ -550,6 +553,9 @@ type testSeams struct {
 	// up and just before the key watcher starts: a key file rewritten there must still
 	// be picked up.
 	beforeKeyWatch func()
+	// keeper adjusts the keeper's configuration where serve has no flag: the chaos tests'
+	// replica processes name their owner and shorten the refresh timeout and lease TTL.
+	keeper func(*keeper.Config)
 }
 
 func withSeams(ctx context.Context, s testSeams) context.Context {

@@ -35,10 +35,14 @@ func ServerURL() string {
 // if the server cannot be reached. The connection is closed when t ends.
 func Connect(t testing.TB) *pgx.Conn {
 	t.Helper()
-	base := ServerURL()
+	return connectTo(t, ServerURL())
+}
+
+func connectTo(t testing.TB, base string) *pgx.Conn {
+	t.Helper()
 	u, err := url.Parse(base)
 	if err != nil {
-		t.Fatal("TOKENKEEPER_TEST_POSTGRES_URL is not a postgres:// URL")
+		t.Fatalf("the test server %q is not a postgres:// URL (TOKENKEEPER_TEST_POSTGRES_URL)", base)
 	}
 	conn, err := pgx.Connect(context.Background(), base)
 	if err != nil {
@@ -98,14 +102,21 @@ func Sweep(ctx context.Context, conn *pgx.Conn) {
 // ones.
 func Database(t testing.TB, prefix string) string {
 	t.Helper()
-	conn := Connect(t)
+	return DatabaseOn(t, ServerURL(), prefix)
+}
+
+// DatabaseOn is Database on the server whose maintenance database is base
+// (a postgres:// URL), such as a test's private server.
+func DatabaseOn(t testing.TB, base, prefix string) string {
+	t.Helper()
+	conn := connectTo(t, base)
 	Sweep(context.Background(), conn)
 	name := Name(prefix)
 	if _, err := conn.Exec(context.Background(), "CREATE DATABASE "+name); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		conn, err := pgx.Connect(context.Background(), ServerURL())
+		conn, err := pgx.Connect(context.Background(), base)
 		if err != nil {
 			t.Error(err)
 			return
@@ -115,7 +126,7 @@ func Database(t testing.TB, prefix string) string {
 			t.Error(err)
 		}
 	})
-	u, _ := url.Parse(ServerURL())
+	u, _ := url.Parse(base)
 	u.Path = "/" + name
 	return u.String()
 }
