@@ -65,6 +65,8 @@ func TestScale_TokenAPI(t *testing.T) {
 		p.waitReady(t)
 		reps = append(reps, p)
 	}
+	bare := env.start(t, store, true, childBareEnv+"=1")
+	bare.waitReady(t)
 	c := benchClient()
 	for _, p := range reps { // warm every replica's cache and API key cache
 		res := runCalls(c, apiKey, 8, func(i int) (string, string, bool) {
@@ -77,8 +79,21 @@ func TestScale_TokenAPI(t *testing.T) {
 	t.Logf("SCALE api: %d connections, %d workers, %s per run, %d rounds; load before: %s", conns, workers, runFor, rounds, loadAvg())
 	perSec := map[int][]float64{}
 	ratio := map[int][]float64{}
+	var bareSec, bareRatio []float64
 	for round := 1; round <= rounds; round++ {
 		var base float64
+		{
+			deadline := time.Now().Add(runFor)
+			res := runCalls(c, apiKey, workers, func(i int) (string, string, bool) {
+				return bare.base, ids[i%conns], time.Now().Before(deadline)
+			})
+			if res.failed > 0 {
+				t.Fatalf("baseline: %d calls failed; the first: %s", res.failed, res.firstErr)
+			}
+			bareSec = append(bareSec, res.perSecond())
+			t.Logf("SCALE api round %d baseline (bare net/http, 1 process): %.0f req/s, p50 %s, p99 %s",
+				round, res.perSecond(), res.quantile(0.5).Round(time.Microsecond), res.quantile(0.99).Round(time.Microsecond))
+		}
 		for n := 1; n <= 3; n++ {
 			cpu0 := make([]time.Duration, n)
 			for i := range n {
@@ -100,6 +115,7 @@ func TestScale_TokenAPI(t *testing.T) {
 			rps := res.perSecond()
 			if n == 1 {
 				base = rps
+				bareRatio = append(bareRatio, rps/bareSec[len(bareSec)-1])
 			}
 			perSec[n] = append(perSec[n], rps)
 			ratio[n] = append(ratio[n], rps/base)
@@ -108,6 +124,7 @@ func TestScale_TokenAPI(t *testing.T) {
 				float64(cpu.Microseconds())/float64(res.calls), res.calls)
 		}
 	}
+	t.Logf("SCALE api median baseline: %.0f req/s; 1 replica / baseline %.2f (ratios %s)", median(bareSec), median(bareRatio), fmtFloats(bareRatio))
 	for n := 1; n <= 3; n++ {
 		t.Logf("SCALE api median replicas %d: %.0f req/s, ratio to 1 replica %.2f (ratios %s)", n, median(perSec[n]), median(ratio[n]), fmtFloats(ratio[n]))
 	}
@@ -164,12 +181,15 @@ func TestScale_RefreshBurst(t *testing.T) {
 					p := env.start(t, store, true, extra...)
 					p.waitReady(t)
 					time.Sleep(time.Second) // let the first scheduler tick and keep-alive scan pass
+					emuPort := env.emu.URL[strings.LastIndexByte(env.emu.URL, ':')+1:]
+					tw0 := timeWait(emuPort)
 					cpu0 := p.cpu(t)
 					res := runCalls(benchClient(), apiKey, workers, func(i int) (string, string, bool) {
 						return p.base, connID(i), i < v.n
 					})
 					cpu := p.cpu(t) - cpu0
 					_, hwm := p.memKB(t)
+					closed := timeWait(emuPort) - tw0
 					if res.failed > 0 {
 						t.Fatalf("%d calls failed; the first: %s", res.failed, res.firstErr)
 					}
@@ -181,10 +201,10 @@ func TestScale_RefreshBurst(t *testing.T) {
 					if total != v.n || len(rep.ViolationCounts) != 0 {
 						t.Fatalf("the emulator counted %d refreshes for %d connections, violations %v", total, v.n, rep.ViolationCounts)
 					}
-					t.Logf("SCALE burst round %d %s %s: %d refreshes in %s: %.0f refreshes/s, call p50 %s p99 %s, tokenkeeper CPU %.0f µs/refresh, peak RSS %d MiB",
+					t.Logf("SCALE burst round %d %s %s: %d refreshes in %s: %.0f refreshes/s, call p50 %s p99 %s, tokenkeeper CPU %.0f µs/refresh, peak RSS %d MiB, %d connections to the emulator closed after use (TIME_WAIT)",
 						round, kind, v.name, total, res.elapsed.Round(time.Millisecond), float64(total)/res.elapsed.Seconds(),
 						res.quantile(0.5).Round(time.Millisecond), res.quantile(0.99).Round(time.Millisecond),
-						float64(cpu.Microseconds())/float64(total), hwm/1024)
+						float64(cpu.Microseconds())/float64(total), hwm/1024, closed)
 				})
 			}
 		}
@@ -196,8 +216,8 @@ func TestScale_RefreshBurst(t *testing.T) {
 // 1,000,000 connections, the time from exec of `tokenkeeper serve` to its first
 // /readyz 200, the resident memory then and after an idle spell (which includes the
 // first keep-alive scan and the first retention run, 10s after start), the CPU time of
-// the idle spell, and the time of a first /metrics scrape (the connections gauge counts
-// the store). The stores are seeded once; each round starts every configuration in
+// the idle spell, and the time of a /metrics scrape (the connections gauge counts
+// the store; three scrapes, 5.5s apart so that each counts). The stores are seeded once; each round starts every configuration in
 // turn.
 func TestScale_Startup(t *testing.T) {
 	benchOnly(t)
@@ -238,7 +258,7 @@ func TestScale_Startup(t *testing.T) {
 		}
 	}
 	t.Logf("SCALE startup: %d rounds, idle %s; load before: %s", rounds, idle, loadAvg())
-	type sample struct{ ready, rss, rssIdle, hwm, idleCPU, scrape []float64 }
+	type sample struct{ ready, rss, rssIdle, hwm, idleCPU, scrape, scrapeCPU []float64 }
 	samples := make([]sample, len(configs))
 	for round := 1; round <= rounds; round++ {
 		for ci, cf := range configs {
@@ -249,7 +269,18 @@ func TestScale_Startup(t *testing.T) {
 			time.Sleep(idle)
 			rssIdle, hwm := p.memKB(t)
 			idleCPU := p.cpu(t) - cpu0
-			scrape := timeGet(t, p.base+"/metrics")
+			// Three scrapes, each after the gauge's 5s cache has expired: the median time,
+			// and tokenkeeper's CPU time per scrape.
+			var scrapes []float64
+			cpuS := p.cpu(t)
+			for k := range 3 {
+				if k > 0 {
+					time.Sleep(5500 * time.Millisecond)
+				}
+				scrapes = append(scrapes, float64(timeGet(t, p.base+"/metrics").Microseconds())/1000)
+			}
+			scrapeCPU := (p.cpu(t) - cpuS) / 3
+			scrape := time.Duration(median(scrapes) * float64(time.Millisecond))
 			p.stop(t)
 			s := &samples[ci]
 			s.ready = append(s.ready, float64(ready.Microseconds())/1000)
@@ -258,15 +289,16 @@ func TestScale_Startup(t *testing.T) {
 			s.hwm = append(s.hwm, float64(hwm)/1024)
 			s.idleCPU = append(s.idleCPU, float64(idleCPU.Milliseconds()))
 			s.scrape = append(s.scrape, float64(scrape.Microseconds())/1000)
-			t.Logf("SCALE startup round %d %s %d: ready %s, RSS %.1f MiB at ready, %.1f MiB after %s idle (peak %.1f MiB), idle CPU %s, first /metrics %s",
+			s.scrapeCPU = append(s.scrapeCPU, float64(scrapeCPU.Milliseconds()))
+			t.Logf("SCALE startup round %d %s %d: ready %s, RSS %.1f MiB at ready, %.1f MiB after %s idle (peak %.1f MiB), idle CPU %s, /metrics %s (median of 3, %s CPU each)",
 				round, cf.kind, cf.n, ready.Round(time.Millisecond), float64(rss)/1024, float64(rssIdle)/1024, idle, float64(hwm)/1024,
-				idleCPU, scrape.Round(time.Millisecond))
+				idleCPU, scrape.Round(time.Millisecond), scrapeCPU)
 		}
 	}
 	for ci, cf := range configs {
 		s := samples[ci]
-		t.Logf("SCALE startup median %s %d: ready %.0f ms, RSS %.1f MiB at ready, %.1f MiB idle, peak %.1f MiB, idle CPU %.0f ms, first /metrics %.1f ms",
-			cf.kind, cf.n, median(s.ready), median(s.rss), median(s.rssIdle), median(s.hwm), median(s.idleCPU), median(s.scrape))
+		t.Logf("SCALE startup median %s %d: ready %.0f ms, RSS %.1f MiB at ready, %.1f MiB idle, peak %.1f MiB, idle CPU %.0f ms, /metrics %.1f ms, %.0f ms CPU per scrape",
+			cf.kind, cf.n, median(s.ready), median(s.rss), median(s.rssIdle), median(s.hwm), median(s.idleCPU), median(s.scrape), median(s.scrapeCPU))
 	}
 	t.Logf("SCALE startup: load after: %s", loadAvg())
 }
@@ -327,4 +359,140 @@ func fmtFloats(xs []float64) string {
 		fmt.Fprintf(&b, "%.2f", x)
 	}
 	return b.String()
+}
+
+// TestScale_Touched measures what a serve process keeps per connection it has served:
+// the keeper keeps an in-memory entry (with the cached access token) for every
+// connection it has touched since it started, and its scheduler walks all of them
+// every second. A store of N connections is seeded, one serve process is started, and
+// every connection's token is asked for once; RSS and the CPU time of 10 idle seconds
+// are read before and after.
+func TestScale_Touched(t *testing.T) {
+	benchOnly(t)
+	sizes := []int{100_000}
+	if v := os.Getenv("TOKENKEEPER_BENCH_TOUCHED_SIZES"); v != "" {
+		sizes = nil
+		for _, f := range strings.Split(v, ",") {
+			var n int
+			if _, err := fmt.Sscan(f, &n); err != nil {
+				t.Fatalf("TOKENKEEPER_BENCH_TOUCHED_SIZES: %v", err)
+			}
+			sizes = append(sizes, n)
+		}
+	}
+	const idle = 10 * time.Second
+	env := newBenchEnv(t, emulator.Config{})
+	env.bin = buildTokenkeeper(t)
+	keys, err := seal.Load(env.keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("SCALE touched: load before: %s", loadAvg())
+	for _, n := range sizes {
+		for _, kind := range []string{"sqlite", "postgres"} {
+			store := fmt.Sprintf("sqlite:%s/touched-%d.db", env.dir, n)
+			if kind == "postgres" {
+				store = postgresStore(t)
+			}
+			apiKey := prepareStore(t, store)
+			seedStore(t, store, keys, seedPlan{n: n, id: connID, now: time.Now()})
+			p := env.start(t, store, false)
+			p.waitReady(t)
+			time.Sleep(2 * time.Second)
+			rss0, _ := p.memKB(t)
+			cpu0 := p.cpu(t)
+			time.Sleep(idle)
+			idle0 := p.cpu(t) - cpu0
+			res := runCalls(benchClient(), apiKey, 32, func(i int) (string, string, bool) { return p.base, connID(i), i < n })
+			if res.failed > 0 {
+				t.Fatalf("%d calls failed; the first: %s", res.failed, res.firstErr)
+			}
+			time.Sleep(5 * time.Second)
+			cpu1 := p.cpu(t)
+			time.Sleep(idle)
+			idle1 := p.cpu(t) - cpu1
+			rss1, hwm := p.memKB(t)
+			p.stop(t)
+			t.Logf("SCALE touched %s %d: %d token calls in %s (%.0f/s); RSS %.1f MiB before, %.1f MiB after (peak %.1f MiB): %.0f bytes per connection served; idle CPU per %s %s before, %s after",
+				kind, n, res.calls, res.elapsed.Round(time.Millisecond), res.perSecond(), float64(rss0)/1024, float64(rss1)/1024, float64(hwm)/1024,
+				float64(rss1-rss0)*1024/float64(n), idle, idle0, idle1)
+			if kind == "sqlite" {
+				os.Remove(strings.TrimPrefix(store, "sqlite:"))
+			}
+		}
+	}
+	t.Logf("SCALE touched: load after: %s", loadAvg())
+}
+
+// TestScale_KeepAlive measures a store whose connections are all due for a keep-alive
+// (their refresh token is older than 7 days: after an import, or a long outage): the
+// scan that starts with the scheduler lists them 200 at a time and starts one flight,
+// each a goroutine waiting for the refresh rate limit, per connection. It samples the
+// scan's progress (its log lines), the goroutines, RSS and CPU time every 5 seconds for
+// TOKENKEEPER_BENCH_KEEPALIVE_WINDOW (60s). The refresh tokens are not the emulator's,
+// so the few refreshes the rate limit lets through end in invalid_grant.
+func TestScale_KeepAlive(t *testing.T) {
+	benchOnly(t)
+	sizes := []int{10_000, 100_000}
+	if v := os.Getenv("TOKENKEEPER_BENCH_KEEPALIVE_SIZES"); v != "" {
+		sizes = nil
+		for _, f := range strings.Split(v, ",") {
+			var n int
+			if _, err := fmt.Sscan(f, &n); err != nil {
+				t.Fatalf("TOKENKEEPER_BENCH_KEEPALIVE_SIZES: %v", err)
+			}
+			sizes = append(sizes, n)
+		}
+	}
+	window := benchDuration(t, "TOKENKEEPER_BENCH_KEEPALIVE_WINDOW", time.Minute)
+	env := newBenchEnv(t, emulator.Config{})
+	env.bin = buildTokenkeeper(t)
+	keys, err := seal.Load(env.keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("SCALE keepalive: load before: %s", loadAvg())
+	for _, n := range sizes {
+		for _, kind := range []string{"sqlite", "postgres"} {
+			store := fmt.Sprintf("sqlite:%s/keepalive-%d.db", env.dir, n)
+			if kind == "postgres" {
+				store = postgresStore(t)
+			}
+			prepareStore(t, store)
+			seedStore(t, store, keys, seedPlan{n: n, id: connID, old: true, now: time.Now()})
+			p := env.start(t, store, false)
+			ready := p.waitReady(t)
+			for at := 5 * time.Second; at <= window; at += 5 * time.Second {
+				time.Sleep(time.Until(p.started.Add(at)))
+				rss, _ := p.memKB(t)
+				cpu := p.cpu(t)
+				log, _ := os.ReadFile(p.logPath)
+				listed := strings.Count(string(log), "keep-alive: refreshing an old refresh token")
+				t.Logf("SCALE keepalive %s %d at %s: %d listed by the scan, %s goroutines, RSS %.1f MiB, CPU %s (ready after %s)",
+					kind, n, at, listed, metricValue(t, p.base, "go_goroutines"), float64(rss)/1024, cpu, ready.Round(time.Millisecond))
+			}
+			p.stop(t)
+			if kind == "sqlite" {
+				os.Remove(strings.TrimPrefix(store, "sqlite:"))
+			}
+		}
+	}
+	t.Logf("SCALE keepalive: load after: %s", loadAvg())
+}
+
+// metricValue returns the value of an unlabelled metric from base's /metrics.
+func metricValue(t *testing.T, base, name string) string {
+	t.Helper()
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	for line := range strings.Lines(string(data)) {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "?"
 }

@@ -62,6 +62,7 @@ const (
 	childRateEnv = "TOKENKEEPER_BENCH_REFRESH_RATE"
 	childConcEnv = "TOKENKEEPER_BENCH_MAX_CONCURRENT"
 	childProfEnv = "TOKENKEEPER_BENCH_CPUPROFILE" // a file for the child's CPU profile
+	childBareEnv = "TOKENKEEPER_BENCH_BARE"       // "1": the baseline server instead of serve
 )
 
 // TestScaleChild is not a test: it is `tokenkeeper serve` in a child process of a scale
@@ -75,6 +76,10 @@ func TestScaleChild(t *testing.T) {
 	if err := json.Unmarshal([]byte(raw), &args); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(exitUsage)
+	}
+	if os.Getenv(childBareEnv) == "1" {
+		fmt.Fprintln(os.Stderr, serveBare(args[2])) // args: serve --listen ADDR ...
+		os.Exit(exitError)
 	}
 	rate, _ := strconv.ParseFloat(os.Getenv(childRateEnv), 64)
 	conc, _ := strconv.Atoi(os.Getenv(childConcEnv))
@@ -121,6 +126,27 @@ func serveWithKeeper(ctx context.Context, args []string, stdout, stderr io.Write
 	}
 	fmt.Fprintf(stdout, "tokenkeeper serving on %s (public URL %s)\n", svc.url, s.public)
 	return svc.wait(ctx)
+}
+
+// serveBare is the baseline of the token API benchmark: a bare net/http server on addr
+// that answers every POST /v1/connections/{id}/token carrying an Authorization header
+// with a constant body of the size of tokenkeeper's answer. It is the most this machine
+// does for such a call through the same client, with the same process layout.
+func serveBare(addr string) error {
+	body := []byte(`{"access_token":"` + strings.Repeat("x", 43) + `","token_type":"Bearer","expires_at":"2026-11-26T13:00:00.123456Z","expires_in":2880}` + "\n")
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
+	mux.HandleFunc("POST /v1/connections/{id}/token", func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") == "" || r.PathValue("id") == "" {
+			http.Error(w, "unauthorized", http.StatusUnauthorized)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		w.Write(body)
+	})
+	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	return srv.ListenAndServe()
 }
 
 // buildTokenkeeper builds the tokenkeeper command once for a benchmark.
@@ -390,6 +416,26 @@ func runCalls(c *http.Client, apiKey string, workers int, next func(i int) (base
 	res.calls = len(res.lat)
 	res.failed = int(failed.Load())
 	return res
+}
+
+// timeWait counts the IPv4 sockets in TIME_WAIT whose remote port is port: on the
+// client's side of a connection, each is a connection that was closed after use
+// instead of kept for the next request.
+func timeWait(port string) int {
+	data, _ := os.ReadFile("/proc/net/tcp")
+	n := 0
+	want, _ := strconv.Atoi(port)
+	for line := range strings.Lines(string(data)) {
+		f := strings.Fields(line)
+		if len(f) < 4 || f[3] != "06" {
+			continue
+		}
+		_, hexPort, _ := strings.Cut(f[2], ":")
+		if p, err := strconv.ParseInt(hexPort, 16, 32); err == nil && int(p) == want {
+			n++
+		}
+	}
+	return n
 }
 
 // loadAvg returns /proc/loadavg's first three fields.

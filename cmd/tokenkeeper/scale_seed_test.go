@@ -39,7 +39,10 @@ type seedPlan struct {
 	// expired: the stored token is past its promise and its expiry, so the first token
 	// call refreshes it; otherwise it is fresh for about an hour.
 	expired bool
-	now     time.Time
+	// old: the stored token is fresh but the refresh token was last rotated 8 days ago,
+	// past the keep-alive age (7 days), so the keep-alive scan refreshes every row.
+	old bool
+	now time.Time
 }
 
 // sealedRow is one connection row, ready to write.
@@ -77,6 +80,9 @@ func (p seedPlan) row(keys *seal.Keyset, i int) (sealedRow, error) {
 		// token fresh for the next hour.
 		r.created = now.Add(-30 * 24 * time.Hour)
 		r.lastRefresh = now.Add(-time.Duration(i%(6*24*60)) * time.Minute)
+		if p.old {
+			r.lastRefresh = now.Add(-8*24*time.Hour - time.Duration(i%(12*60))*time.Minute)
+		}
 		r.expiry = now.Add(time.Hour)
 		r.expiresAt = now.Add(48 * time.Minute)
 	}
