@@ -184,12 +184,14 @@ func TestScale_RefreshBurst(t *testing.T) {
 					emuPort := env.emu.URL[strings.LastIndexByte(env.emu.URL, ':')+1:]
 					tw0 := timeWait(emuPort)
 					cpu0 := p.cpu(t)
+					pg0 := backendsCPU(t, store)
 					res := runCalls(benchClient(), apiKey, workers, func(i int) (string, string, bool) {
 						return p.base, connID(i), i < v.n
 					})
 					cpu := p.cpu(t) - cpu0
 					_, hwm := p.memKB(t)
 					closed := timeWait(emuPort) - tw0
+					pgCPU := backendsCPU(t, store).minus(pg0)
 					if res.failed > 0 {
 						t.Fatalf("%d calls failed; the first: %s", res.failed, res.firstErr)
 					}
@@ -201,15 +203,71 @@ func TestScale_RefreshBurst(t *testing.T) {
 					if total != v.n || len(rep.ViolationCounts) != 0 {
 						t.Fatalf("the emulator counted %d refreshes for %d connections, violations %v", total, v.n, rep.ViolationCounts)
 					}
-					t.Logf("SCALE burst round %d %s %s: %d refreshes in %s: %.0f refreshes/s, call p50 %s p99 %s, tokenkeeper CPU %.0f µs/refresh, peak RSS %d MiB, %d connections to the emulator closed after use (TIME_WAIT)",
+					t.Logf("SCALE burst round %d %s %s: %d refreshes in %s: %.0f refreshes/s, call p50 %s p99 %s, tokenkeeper CPU %.0f µs/refresh, peak RSS %d MiB, %d connections to the emulator closed after use (TIME_WAIT)%s",
 						round, kind, v.name, total, res.elapsed.Round(time.Millisecond), float64(total)/res.elapsed.Seconds(),
 						res.quantile(0.5).Round(time.Millisecond), res.quantile(0.99).Round(time.Millisecond),
-						float64(cpu.Microseconds())/float64(total), hwm/1024, closed)
+						float64(cpu.Microseconds())/float64(total), hwm/1024, closed, pgCPU.String(total))
 				})
 			}
 		}
 	}
 	t.Logf("SCALE burst: load after: %s", loadAvg())
+}
+
+// backendCPU is the CPU time of a database's PostgreSQL backends, by pid.
+type backendCPU map[int]time.Duration
+
+// backendsCPU reads the CPU time of the PostgreSQL backends connected to store's
+// database (none for SQLite). The server must be on this machine.
+func backendsCPU(t *testing.T, store string) backendCPU {
+	t.Helper()
+	kind, where, _ := parseStore(store)
+	if kind != "postgres" {
+		return nil
+	}
+	conn, err := pgx.Connect(t.Context(), where)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(t.Context())
+	rows, err := conn.Query(t.Context(), "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pids, err := pgx.CollectRows(rows, pgx.RowTo[int32])
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := backendCPU{}
+	for _, pid := range pids {
+		out[int(pid)] = pidCPU(int(pid))
+	}
+	return out
+}
+
+// minus returns the CPU time the backends of b spent since before (backends that
+// were not there before count from zero; backends gone since are lost).
+func (b backendCPU) minus(before backendCPU) backendCPU {
+	if b == nil {
+		return nil
+	}
+	out := backendCPU{}
+	for pid, d := range b {
+		out[pid] = d - before[pid]
+	}
+	return out
+}
+
+// String formats the backends' CPU time per refresh, "" for none.
+func (b backendCPU) String(refreshes int) string {
+	if b == nil {
+		return ""
+	}
+	var sum time.Duration
+	for _, d := range b {
+		sum += d
+	}
+	return fmt.Sprintf(", PostgreSQL backends CPU %.0f µs/refresh (%d backends)", float64(sum.Microseconds())/float64(refreshes), len(b))
 }
 
 // TestScale_Startup measures, for SQLite and PostgreSQL stores holding 0, 100,000 and
@@ -425,12 +483,13 @@ func TestScale_Touched(t *testing.T) {
 }
 
 // TestScale_KeepAlive measures a store whose connections are all due for a keep-alive
-// (their refresh token is older than 7 days: after an import, or a long outage): the
-// scan that starts with the scheduler lists them 200 at a time and starts one flight,
-// each a goroutine waiting for the refresh rate limit, per connection. It samples the
-// scan's progress (its log lines), the goroutines, RSS and CPU time every 5 seconds for
-// TOKENKEEPER_BENCH_KEEPALIVE_WINDOW (60s). The refresh tokens are not the emulator's,
-// so the few refreshes the rate limit lets through end in invalid_grant.
+// (cold connections whose refresh token is older than 7 days: after an import, a long
+// outage, or simply many connections nobody used for a week): the scan that starts
+// with the scheduler lists them 200 at a time and starts one flight, each a goroutine
+// waiting for the refresh rate limit, per connection. It samples the scan's progress
+// and the refreshes (their log lines), the goroutines, RSS and CPU time every 5 seconds
+// for TOKENKEEPER_BENCH_KEEPALIVE_WINDOW (60s). Each connection holds a real grant of
+// the emulator, and its access token expired 8 days ago, as a cold connection's has.
 func TestScale_KeepAlive(t *testing.T) {
 	benchOnly(t)
 	sizes := []int{10_000, 100_000}
@@ -459,7 +518,9 @@ func TestScale_KeepAlive(t *testing.T) {
 				store = postgresStore(t)
 			}
 			prepareStore(t, store)
-			seedStore(t, store, keys, seedPlan{n: n, id: connID, old: true, now: time.Now()})
+			grants := emulatorGrants(t, env.emu.Emulator, n)
+			seedStore(t, store, keys, seedPlan{n: n, id: connID, old: true, now: time.Now(),
+				tokens: func(i int) seedToken { return grants[i] }})
 			p := env.start(t, store, false)
 			ready := p.waitReady(t)
 			for at := 5 * time.Second; at <= window; at += 5 * time.Second {
@@ -468,8 +529,9 @@ func TestScale_KeepAlive(t *testing.T) {
 				cpu := p.cpu(t)
 				log, _ := os.ReadFile(p.logPath)
 				listed := strings.Count(string(log), "keep-alive: refreshing an old refresh token")
-				t.Logf("SCALE keepalive %s %d at %s: %d listed by the scan, %s goroutines, RSS %.1f MiB, CPU %s (ready after %s)",
-					kind, n, at, listed, metricValue(t, p.base, "go_goroutines"), float64(rss)/1024, cpu, ready.Round(time.Millisecond))
+				refreshed := strings.Count(string(log), "connection refreshed")
+				t.Logf("SCALE keepalive %s %d at %s: %d listed by the scan, %d refreshed, %s goroutines, RSS %.1f MiB, CPU %s (ready after %s)",
+					kind, n, at, listed, refreshed, metricValue(t, p.base, "go_goroutines"), float64(rss)/1024, cpu, ready.Round(time.Millisecond))
 			}
 			p.stop(t)
 			if kind == "sqlite" {

@@ -320,19 +320,28 @@ func (p *proc) memKB(t *testing.T) (rss, hwm int) {
 	return rss, hwm
 }
 
+// pidCPU returns the CPU time so far of process pid (user + system), 0 if it is gone.
+func pidCPU(pid int) time.Duration {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The command name, in parentheses, may hold spaces: count fields after it. utime
+	// and stime are fields 14 and 15.
+	f := strings.Fields(string(data[bytes.LastIndexByte(data, ')')+2:]))
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(utime+stime) * 10 * time.Millisecond
+}
+
 // cpu returns the process's CPU time so far (user + system, /proc/PID/stat, in clock
 // ticks of 10ms: USER_HZ is 100 on Linux).
 func (p *proc) cpu(t *testing.T) time.Duration {
 	t.Helper()
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
-	if err != nil {
+	if _, err := os.Stat(fmt.Sprintf("/proc/%d", p.cmd.Process.Pid)); err != nil {
 		t.Fatal(err)
 	}
-	// The command name, in parentheses, may hold spaces: count fields after it.
-	f := strings.Fields(string(data[bytes.LastIndexByte(data, ')')+2:]))
-	utime, _ := strconv.ParseInt(f[11], 10, 64) // field 14 of stat
-	stime, _ := strconv.ParseInt(f[12], 10, 64) // field 15
-	return time.Duration(utime+stime) * 10 * time.Millisecond
+	return pidCPU(p.cmd.Process.Pid)
 }
 
 // loadResult is what a run of token calls measured.

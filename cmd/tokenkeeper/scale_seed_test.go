@@ -39,8 +39,9 @@ type seedPlan struct {
 	// expired: the stored token is past its promise and its expiry, so the first token
 	// call refreshes it; otherwise it is fresh for about an hour.
 	expired bool
-	// old: the stored token is fresh but the refresh token was last rotated 8 days ago,
-	// past the keep-alive age (7 days), so the keep-alive scan refreshes every row.
+	// old: the connection is cold: its refresh token was last rotated 8 days ago, past
+	// the keep-alive age (7 days), so the keep-alive scan refreshes every row, and its
+	// access token expired then.
 	old bool
 	now time.Time
 }
@@ -80,11 +81,15 @@ func (p seedPlan) row(keys *seal.Keyset, i int) (sealedRow, error) {
 		// token fresh for the next hour.
 		r.created = now.Add(-30 * 24 * time.Hour)
 		r.lastRefresh = now.Add(-time.Duration(i%(6*24*60)) * time.Minute)
-		if p.old {
-			r.lastRefresh = now.Add(-8*24*time.Hour - time.Duration(i%(12*60))*time.Minute)
-		}
 		r.expiry = now.Add(time.Hour)
 		r.expiresAt = now.Add(48 * time.Minute)
+	}
+	if p.old {
+		// A cold connection: nobody asked for its token for 8 days, so its last refresh
+		// and its 15-minute token are that old.
+		r.lastRefresh = now.Add(-8*24*time.Hour - time.Duration(i%(12*60))*time.Minute)
+		r.expiry = r.lastRefresh.Add(15 * time.Minute)
+		r.expiresAt = r.lastRefresh.Add(12 * time.Minute)
 	}
 	r.nextRefresh = r.expiresAt.Add(time.Second)
 	return r, nil
