@@ -131,6 +131,33 @@ func (s *Server) disconnect(w http.ResponseWriter, r *http.Request, sess *sessio
 	s.redirect(w, r, "/connections/"+url.PathEscape(string(id))+"?done=disconnected")
 }
 
+// newConnectLink serves POST /ui/connect-link (form field connection_id): a
+// connect link for a connection that may not exist yet, to onboard a
+// customer (or reconnect one by id).
+func (s *Server) newConnectLink(w http.ResponseWriter, r *http.Request, sess *session) {
+	id := tokenkeeper.ConnectionID(strings.TrimSpace(r.PostForm.Get("connection_id")))
+	if err := id.Validate(); err != nil {
+		s.fail(w, r, sess, http.StatusBadRequest, "Not a connection id",
+			"A connection id is 1 to 128 letters, digits and the characters . _ : @ -. ("+tokenkeeper.ErrorMessage(err)+".)")
+		return
+	}
+	link, err := s.cfg.Flow.NewLink(r.Context(), connect.LinkRequest{ConnectionID: id})
+	if err != nil {
+		s.log.WarnContext(r.Context(), "webui: create a connect link", "connection", id, "error", err)
+		s.fail(w, r, sess, http.StatusServiceUnavailable, "The link could not be made", "The connect link could not be made just now. Try again in a moment.")
+		return
+	}
+	s.audit(r, sess, "connect_session.create", id, "expires_at="+link.ExpiresAt.UTC().Format(time.RFC3339))
+	u := strings.TrimSuffix(s.cfg.PublicURL.String(), "/") + "/connect/" + url.PathEscape(link.Token.Reveal())
+	s.render(w, r, sess, http.StatusOK, "newlink", "Connect link for "+string(id), "connections",
+		newLinkData{ID: id, Link: linkView{URL: u, ExpiresAt: link.ExpiresAt}})
+}
+
+type newLinkData struct {
+	ID   tokenkeeper.ConnectionID
+	Link linkView
+}
+
 // connectLink serves POST /ui/connections/{id}/connect-link, as POST
 // /v1/connect-sessions: it answers with the page itself, showing the link
 // (a redirect would have to put the link in a URL).

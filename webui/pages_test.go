@@ -116,6 +116,22 @@ func TestServer_Pages(t *testing.T) {
 			t.Error("the page with a link may be cached")
 		}
 	})
+	t.Run("NewConnectLink", func(t *testing.T) {
+		if !strings.Contains(b.get("/ui/connections").body, `action="/base/ui/connect-link"`) {
+			t.Error("the connections page has no form for a new customer's link")
+		}
+		r := b.do("POST", "/ui/connect-link", url.Values{"csrf": {token}, "connection_id": {" newco-7 "}})
+		wantStatus(t, r, http.StatusOK)
+		if !regexp.MustCompile(`value="http://tk\.example/base/connect/[A-Za-z0-9_-]{43}"`).MatchString(r.body) || !strings.Contains(r.body, "newco-7") {
+			t.Fatalf("no link for newco-7 in the page:\n%s", r.body)
+		}
+		for _, bad := range []string{"", "a b", "..", strings.Repeat("x", 129)} {
+			r := b.do("POST", "/ui/connect-link", url.Values{"csrf": {token}, "connection_id": {bad}})
+			if r.status != http.StatusBadRequest || !strings.Contains(r.body, "Not a connection id") {
+				t.Errorf("connection_id %q: %d", bad, r.status)
+			}
+		}
+	})
 	t.Run("Disconnect", func(t *testing.T) {
 		r := b.do("POST", "/ui/connections/beta/disconnect", url.Values{"csrf": {token}})
 		wantStatus(t, r, http.StatusBadRequest) // not confirmed
@@ -135,7 +151,7 @@ func TestServer_Pages(t *testing.T) {
 		for _, a := range entries {
 			got = append(got, fmt.Sprintf("%s %s %s", a.Actor[:9], a.Action, a.ConnectionID))
 		}
-		want := "apikey:ak connection.delete beta|apikey:ak connect_session.create beta|apikey:ak connection.refresh acme|apikey:ak ui.login "
+		want := "apikey:ak connection.delete beta|apikey:ak connect_session.create newco-7|apikey:ak connect_session.create beta|apikey:ak connection.refresh acme|apikey:ak ui.login "
 		if strings.Join(got, "|") != want {
 			t.Errorf("audit:\n%s\nwant\n%s", strings.Join(got, "|"), want)
 		}

@@ -9,7 +9,7 @@ import (
 )
 
 // pageNames are the dashboard's pages; each is layout.html plus <name>.html.
-var pageNames = []string{"login", "overview", "connections", "connection", "webhooks", "message"}
+var pageNames = []string{"login", "overview", "connections", "connection", "newlink", "webhooks", "message"}
 
 type pageSet struct{ t *template.Template }
 

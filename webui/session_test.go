@@ -27,8 +27,8 @@ func TestServer_NoSession(t *testing.T) {
 	}
 	// An action without a session does nothing and goes to the login page.
 	e.connect("acme")
-	for _, p := range []string{"/ui/connections/acme/refresh", "/ui/connections/acme/disconnect", "/ui/connections/acme/connect-link", "/ui/logout", "/ui/webhooks/test"} {
-		r := b.do("POST", p, url.Values{"csrf": {"x"}, "confirm": {"yes"}})
+	for _, p := range []string{"/ui/connections/acme/refresh", "/ui/connections/acme/disconnect", "/ui/connections/acme/connect-link", "/ui/connect-link", "/ui/logout", "/ui/webhooks/test"} {
+		r := b.do("POST", p, url.Values{"csrf": {"x"}, "confirm": {"yes"}, "connection_id": {"newco"}})
 		wantStatus(t, r, http.StatusSeeOther)
 		if loc := r.header.Get("Location"); loc != "/base/ui/login" {
 			t.Errorf("POST %s: Location %q", p, loc)
@@ -178,7 +178,7 @@ func TestServer_CSRF(t *testing.T) {
 	if token == otherToken {
 		t.Fatal("two sessions share a CSRF token")
 	}
-	actions := []string{"/ui/connections/acme/refresh", "/ui/connections/acme/disconnect", "/ui/connections/acme/connect-link", "/ui/logout", "/ui/webhooks/test"}
+	actions := []string{"/ui/connections/acme/refresh", "/ui/connections/acme/disconnect", "/ui/connections/acme/connect-link", "/ui/connect-link", "/ui/logout", "/ui/webhooks/test"}
 	for _, tt := range []struct {
 		name string
 		form url.Values

@@ -253,6 +253,7 @@ func (s *Server) routes() {
 	s.mux.HandleFunc("GET /ui/connections/{id}", s.authed(s.connection))
 	s.mux.HandleFunc("POST /ui/connections/{id}/refresh", s.authed(s.refresh))
 	s.mux.HandleFunc("POST /ui/connections/{id}/connect-link", s.authed(s.connectLink))
+	s.mux.HandleFunc("POST /ui/connect-link", s.authed(s.newConnectLink))
 	s.mux.HandleFunc("POST /ui/connections/{id}/disconnect", s.authed(s.disconnect))
 	s.mux.HandleFunc("GET /ui/webhooks", s.authed(s.webhooks))
 	s.mux.HandleFunc("POST /ui/webhooks/test", s.authed(s.sendTest))
