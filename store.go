@@ -89,6 +89,10 @@ type ConnectionFilter struct {
 	// UpdatedBefore, if set, keeps connections whose UpdatedAt (the last
 	// write of the record) is before it: the retention query.
 	UpdatedBefore time.Time
+	// UpdatedAfter, if set, keeps connections whose UpdatedAt is at or
+	// after it: the event reconciler's pass over what changed since its
+	// last one.
+	UpdatedAfter time.Time
 	// Limit caps the number returned; 0 means 100. Stores cap it at 1000.
 	Limit int
 }

@@ -104,6 +104,11 @@ func listQuery(f tokenkeeper.ConnectionFilter) (string, []any) {
 	if !f.UpdatedBefore.IsZero() {
 		where = append(where, "updated_at < "+arg(tsAfter(f.UpdatedBefore)))
 	}
+	if !f.UpdatedAfter.IsZero() {
+		// At or after: a stored whole microsecond m >= t exactly when m >=
+		// tsAfter(t).
+		where = append(where, "updated_at >= "+arg(tsAfter(f.UpdatedAfter)))
+	}
 	limit := f.Limit
 	if limit <= 0 {
 		limit = DefaultLimit

@@ -87,6 +87,12 @@ func listQuery(f tokenkeeper.ConnectionFilter) (string, []any) {
 		where = append(where, "updated_at < ?")
 		args = append(args, microsAfter(f.UpdatedBefore))
 	}
+	if !f.UpdatedAfter.IsZero() {
+		// At or after: a stored whole microsecond m >= t exactly when m >=
+		// microsAfter(t).
+		where = append(where, "updated_at >= ?")
+		args = append(args, microsAfter(f.UpdatedAfter))
+	}
 	limit := f.Limit
 	if limit <= 0 {
 		limit = DefaultLimit
@@ -102,6 +108,9 @@ func listQuery(f tokenkeeper.ConnectionFilter) (string, []any) {
 		// (no sort for ORDER BY id) through the whole table; the keep-alive
 		// query must not.
 		query += ` INDEXED BY connections_last_change_at`
+	case !f.UpdatedAfter.IsZero() && f.State == "":
+		// The reconciler's incremental pass: the range of recent writes.
+		query += ` INDEXED BY connections_updated_at`
 	case f.State != "" && !f.UpdatedBefore.IsZero():
 		// The retention query. With After, the planner prefers to walk
 		// connections_state in id order, which reads every connection in

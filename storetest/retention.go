@@ -161,6 +161,35 @@ func updatedBeforeTests() []test {
 			f := tokenkeeper.ConnectionFilter{UpdatedBefore: cutoff}
 			wantIDs(t, f, list(t, s, f), "before", "never", "old")
 		}},
+		{"UpdatedAfter", func(t *testing.T, s tokenkeeper.Store) {
+			// The reconciler's incremental pass: written at or after the
+			// bound, exact to the nanosecond on whole-microsecond times.
+			cutoff := now().Add(-time.Hour)
+			for id, updated := range map[tokenkeeper.ConnectionID]time.Time{
+				"never":  {},
+				"before": cutoff.Add(-time.Microsecond),
+				"at":     cutoff,
+				"after":  cutoff.Add(time.Microsecond),
+				"new":    now(),
+			} {
+				rec := record(id)
+				rec.UpdatedAt = updated
+				// The other times say the opposite.
+				rec.CreatedAt, rec.LastRefreshAt = cutoff.Add(time.Hour), cutoff.Add(time.Hour)
+				if !updated.Before(cutoff) {
+					rec.CreatedAt, rec.LastRefreshAt = cutoff.Add(-time.Hour), cutoff.Add(-time.Hour)
+				}
+				create(t, s, rec)
+			}
+			f := tokenkeeper.ConnectionFilter{UpdatedAfter: cutoff}
+			wantIDs(t, f, list(t, s, f), "after", "at", "new")
+			// A bound between two microseconds keeps the later one only.
+			f.UpdatedAfter = cutoff.Add(500 * time.Nanosecond)
+			wantIDs(t, f, list(t, s, f), "after", "new")
+			// With UpdatedBefore: a window.
+			f = tokenkeeper.ConnectionFilter{UpdatedAfter: cutoff, UpdatedBefore: cutoff.Add(time.Microsecond)}
+			wantIDs(t, f, list(t, s, f), "at")
+		}},
 		{"UpdatedBeforeState", func(t *testing.T, s tokenkeeper.Store) {
 			// The retention query: disconnected, and untouched since the
 			// cutoff. A later write takes a connection out of it.

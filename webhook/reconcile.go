@@ -73,7 +73,22 @@ type Reconciler struct {
 	cfg      ReconcilerConfig
 	log      *slog.Logger
 	repaired *prometheus.CounterVec
+
+	// since is where Run's next pass starts: the connections written at
+	// or after it (zero: every connection, as on the first pass and every
+	// fullEvery).
+	since    time.Time
+	lastFull time.Time
 }
+
+// Incremental passes. After a full pass, Run's next passes list only the
+// connections written since the previous pass's bound, less reconcileSlack
+// (replicas' clocks, which write UpdatedAt, may be that far apart); a full
+// pass still runs every fullEvery, in case a clock was further off.
+const (
+	reconcileSlack = 5 * time.Minute
+	fullEvery      = 6 * time.Hour
+)
 
 // NewReconciler returns a Reconciler. CodeInvalid without Store or Log;
 // it fails if the metric cannot be registered.
@@ -111,8 +126,18 @@ func NewReconciler(cfg ReconcilerConfig) (*Reconciler, error) {
 // and tried again at the next.
 func (r *Reconciler) Run(ctx context.Context) error {
 	for {
-		if _, err := r.Reconcile(ctx); err != nil && ctx.Err() == nil {
+		now := r.cfg.Now()
+		if r.lastFull.IsZero() || now.Sub(r.lastFull) >= fullEvery {
+			r.since = time.Time{}
+		}
+		if _, err := r.reconcile(ctx, r.since); err != nil && ctx.Err() == nil {
 			r.log.Warn("events: reconciling stopped early; the rest waits for the next pass", "error", err)
+		} else if err == nil {
+			if r.since.IsZero() {
+				r.lastFull = now
+			}
+			// The pass covered every write before now - Grace.
+			r.since = now.Add(-r.cfg.Grace - reconcileSlack)
 		}
 		if r.cfg.Retention > 0 {
 			n, err := r.cfg.Log.PruneEvents(ctx, r.cfg.Now().Add(-r.cfg.Retention), append(tokenkeeper.StateEventTypes(), EventLogStarted))
@@ -136,16 +161,29 @@ func (r *Reconciler) Run(ctx context.Context) error {
 // recorded for it does not describe, the events of the missing transition
 // (see [Missing]). It returns the events it appended.
 func (r *Reconciler) Reconcile(ctx context.Context) ([]*tokenkeeper.StoredEvent, error) {
+	return r.reconcile(ctx, time.Time{})
+}
+
+// reconcile is Reconcile over the connections written at or after since
+// (zero: all of them). It logs, once, how many connections older than the
+// event log got their baseline event.
+func (r *Reconciler) reconcile(ctx context.Context, since time.Time) ([]*tokenkeeper.StoredEvent, error) {
 	started, err := r.logStarted(ctx)
 	if err != nil {
 		return nil, err
 	}
 	now := r.cfg.Now()
 	var out []*tokenkeeper.StoredEvent
+	baselines := 0
+	defer func() {
+		if baselines > 0 {
+			r.log.Info("events: recorded the state of connections older than the event log (no webhooks sent for them)", "connections", baselines)
+		}
+	}()
 	var after tokenkeeper.ConnectionID
 	for {
 		page, err := r.cfg.Store.ListConnections(ctx, tokenkeeper.ConnectionFilter{
-			After: after, UpdatedBefore: now.Add(-r.cfg.Grace), Limit: 1000,
+			After: after, UpdatedBefore: now.Add(-r.cfg.Grace), UpdatedAfter: since, Limit: 1000,
 		})
 		if err != nil {
 			return out, fmt.Errorf("reconcile events: list connections: %w", err)
@@ -170,6 +208,9 @@ func (r *Reconciler) Reconcile(ctx context.Context) ([]*tokenkeeper.StoredEvent,
 			}
 			got, err := r.repair(ctx, rec, last, missing, started, now)
 			out = append(out, got...)
+			if last == nil && rec.CreatedAt.Before(started) && len(got) > 0 {
+				baselines++
+			}
 			if err != nil {
 				return out, err
 			}
@@ -221,11 +262,12 @@ func (r *Reconciler) repair(ctx context.Context, rec *tokenkeeper.Record, last *
 		if r.repaired != nil {
 			r.repaired.WithLabelValues(string(t)).Inc()
 		}
-		what := "repaired a missing event"
 		if last == nil && rec.CreatedAt.Before(started) {
-			what = "recorded the state of a connection older than the event log"
+			// A baseline, not a repair: counted, and logged once per pass.
+			r.log.Debug("events: recorded the state of a connection older than the event log", "connection", rec.ID, "event", t)
+		} else {
+			r.log.Warn("events: repaired a missing event", "connection", rec.ID, "event", t, "generation", rec.Generation, "webhook", send)
 		}
-		r.log.Warn("events: "+what, "connection", rec.ID, "event", t, "generation", rec.Generation, "webhook", send)
 		out = append(out, e)
 	}
 	return out, nil

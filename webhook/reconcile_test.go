@@ -2,6 +2,7 @@ package webhook_test
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -305,5 +306,94 @@ func TestReconciler_RunPrunes(t *testing.T) {
 	evs, _ := e.store.ListEvents(ctx, tokenkeeper.EventFilter{Types: []tokenkeeper.EventType{webhook.EventLogStarted}})
 	if len(evs) != 1 {
 		t.Errorf("%d log-started events, want 1", len(evs))
+	}
+}
+
+// listRecorder is the real store, recording the filters of ListConnections.
+type listRecorder struct {
+	tokenkeeper.Store
+	mu      sync.Mutex
+	filters []tokenkeeper.ConnectionFilter
+}
+
+func (l *listRecorder) ListConnections(ctx context.Context, f tokenkeeper.ConnectionFilter) ([]*tokenkeeper.Record, error) {
+	l.mu.Lock()
+	l.filters = append(l.filters, f)
+	l.mu.Unlock()
+	return l.Store.ListConnections(ctx, f)
+}
+
+func (l *listRecorder) seen() []tokenkeeper.ConnectionFilter {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]tokenkeeper.ConnectionFilter(nil), l.filters...)
+}
+
+// TestReconciler_Incremental: Run's first pass goes over every connection;
+// the next ones list only the connections written since the previous pass
+// (less the grace and a slack for clocks), and still repair a change made
+// between them.
+func TestReconciler_Incremental(t *testing.T) {
+	e := newEnv(t)
+	ctx := t.Context()
+	old := e.clock.Now().Add(-48 * time.Hour)
+	c1 := record("c1", tokenkeeper.StateActive, old)
+	if err := e.store.CreateConnection(ctx, c1); err != nil {
+		t.Fatal(err)
+	}
+	lr := &listRecorder{Store: e.store}
+	r, err := webhook.NewReconciler(webhook.ReconcilerConfig{Store: lr, Log: e.store, Now: e.clock.Now,
+		Interval: 5 * time.Millisecond, Logger: e.logger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error)
+	go func() { done <- r.Run(runCtx) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	waitPasses := func(n int) []tokenkeeper.ConnectionFilter {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for len(lr.seen()) < n {
+			if time.Now().After(deadline) {
+				t.Fatalf("fewer than %d passes within 10s", n)
+			}
+			time.Sleep(time.Millisecond)
+		}
+		return lr.seen()
+	}
+	fs := waitPasses(3)
+	if !fs[0].UpdatedAfter.IsZero() {
+		t.Errorf("the first pass lists from %v, want every connection", fs[0].UpdatedAfter)
+	}
+	for _, f := range fs[1:] {
+		if f.UpdatedAfter.IsZero() || !f.UpdatedAfter.Before(e.clock.Now()) || e.clock.Now().Sub(f.UpdatedAfter) > 10*time.Minute {
+			t.Fatalf("a later pass lists from %v (now %v), want the recent writes only", f.UpdatedAfter, e.clock.Now())
+		}
+	}
+	// A change whose event is lost, between passes: an incremental pass repairs it.
+	c1.DegradedSince, c1.LastError, c1.UpdatedAt, c1.Generation = e.clock.Now(), "token endpoint: 503", e.clock.Now(), 2
+	if err := e.store.UpdateConnection(ctx, c1, 1); err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Add(2 * time.Minute) // past the grace
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		evs, _ := e.store.ListEvents(ctx, tokenkeeper.EventFilter{ConnectionID: "c1", Types: []tokenkeeper.EventType{tokenkeeper.EventDegraded}})
+		if len(evs) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the lost degraded event was not repaired by an incremental pass")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	for _, f := range lr.seen()[1:] {
+		if f.UpdatedAfter.IsZero() {
+			t.Fatal("a full pass ran again before fullEvery")
+		}
 	}
 }

@@ -59,3 +59,7 @@ CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at, id)
 	WHERE state = 'pending';
 -- ListDeliveries of one endpoint, newest first; DisableWebhookEndpoint.
 CREATE INDEX webhook_deliveries_endpoint_id ON webhook_deliveries (endpoint_id, id);
+
+-- The event reconciler's incremental pass lists the connections written since
+-- its last pass (ConnectionFilter.UpdatedAfter): a range of this index.
+CREATE INDEX connections_updated_at ON connections (updated_at);
