@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bytes"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"regexp"
@@ -41,34 +39,10 @@ func TestJourney_Browser(t *testing.T) {
 		t.Fatalf("dev printed no emulator address:\n%s", d.stdout)
 	}
 	emu := m[1]
-	call := func(method, url, bearer string, body, out any) int {
-		t.Helper()
-		var b bytes.Buffer
-		if body != nil {
-			json.NewEncoder(&b).Encode(body)
-		}
-		req, _ := http.NewRequest(method, url, &b)
-		if bearer != "" {
-			req.Header.Set("Authorization", "Bearer "+bearer)
-		}
-		if body != nil {
-			req.Header.Set("Content-Type", "application/json")
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		if out != nil {
-			json.NewDecoder(resp.Body).Decode(out)
-		}
-		return resp.StatusCode
-	}
-
 	// The integrator's webhook receiver, registered over the API; the secret is shown once.
 	hooks := newHookReceiver(t, "")
 	var ep struct{ ID, URL, Secret string }
-	if code := call("POST", d.base+"/v1/webhook-endpoints", d.key, map[string]string{"url": hooks.srv.URL + "/tokenkeeper"}, &ep); code != http.StatusCreated {
+	if code := call(t, "POST", d.base+"/v1/webhook-endpoints", d.key, map[string]string{"url": hooks.srv.URL + "/tokenkeeper"}, &ep); code != http.StatusCreated {
 		t.Fatalf("POST /v1/webhook-endpoints: %d", code)
 	}
 	if !strings.HasPrefix(ep.Secret, "whsec_") || ep.ID == "" || ep.URL != hooks.srv.URL+"/tokenkeeper" {
@@ -78,21 +52,8 @@ func TestJourney_Browser(t *testing.T) {
 	hooks.secret = ep.Secret
 	hooks.mu.Unlock()
 
-	ctx := browsertest.New(t)
-	step := func(what string, actions ...chromedp.Action[chromedp.Void]) {
-		t.Helper()
-		if err := chromedp.Do(ctx, actions...); err != nil {
-			t.Fatalf("%s: %v\nstderr:\n%s", what, err, d.stderr)
-		}
-	}
-	text := func(sel string) string {
-		t.Helper()
-		s, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
-		if err != nil {
-			t.Fatalf("text of %s: %v", sel, err)
-		}
-		return s
-	}
+	p := newBrowserPage(t, d)
+	ctx, step, text := p.ctx, p.step, p.text
 	var pages []string // every page's HTML, scanned for secrets at the end
 	shot := func(name string) {
 		t.Helper()
@@ -101,11 +62,7 @@ func TestJourney_Browser(t *testing.T) {
 			t.Fatal(err)
 		}
 		pages = append(pages, html)
-		if browsertest.UpdateScreenshots() {
-			if err := browsertest.SaveScreenshot(ctx, "../../docs/screenshots/"+name); err != nil {
-				t.Error(err)
-			}
-		}
+		p.shot(name)
 	}
 	const id = "acme-books"
 	badge := func() string { return text("h1 .badge") }
@@ -165,10 +122,10 @@ func TestJourney_Browser(t *testing.T) {
 	var auths struct {
 		Authorisations []struct{ ID, Subject, State string }
 	}
-	if code := call("GET", emu+"/_emulator/authorisations", "", nil, &auths); code != http.StatusOK || len(auths.Authorisations) != 1 {
+	if code := call(t, "GET", emu+"/_emulator/authorisations", "", nil, &auths); code != http.StatusOK || len(auths.Authorisations) != 1 {
 		t.Fatalf("emulator authorisations: %d, %+v", code, auths)
 	}
-	if code := call("POST", emu+"/_emulator/authorisations/"+auths.Authorisations[0].ID+"/revoke", "", nil, nil); code/100 != 2 {
+	if code := call(t, "POST", emu+"/_emulator/authorisations/"+auths.Authorisations[0].ID+"/revoke", "", nil, nil); code/100 != 2 {
 		t.Fatalf("revoke at the emulator: %d", code)
 	}
 	step("force a refresh", chromedp.Click(chromedp.Search(`//button[normalize-space()="Force refresh"]`)), chromedp.WaitVisible(chromedp.CSS(`[role="alert"]`)))
@@ -217,7 +174,7 @@ func TestJourney_Browser(t *testing.T) {
 
 	// Nothing any page or webhook showed holds a token or the API key.
 	var tok tokenResponse
-	if code := call("POST", d.base+"/v1/connections/"+id+"/token", d.key, nil, &tok); code != http.StatusOK || tok.AccessToken == "" {
+	if code := call(t, "POST", d.base+"/v1/connections/"+id+"/token", d.key, nil, &tok); code != http.StatusOK || tok.AccessToken == "" {
 		t.Fatalf("token after the reconnect: %d", code)
 	}
 	for i, html := range pages {

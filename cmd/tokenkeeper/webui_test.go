@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bytes"
-	"encoding/json"
 	"net/http"
 	"regexp"
 	"strings"
@@ -26,24 +24,7 @@ func TestDashboard_Browser(t *testing.T) {
 	d := startDev(t, t.TempDir())
 	api := func(method, path string, body, out any) int {
 		t.Helper()
-		var b bytes.Buffer
-		if body != nil {
-			json.NewEncoder(&b).Encode(body)
-		}
-		req, _ := http.NewRequest(method, d.base+path, &b)
-		req.Header.Set("Authorization", "Bearer "+d.key)
-		if body != nil {
-			req.Header.Set("Content-Type", "application/json")
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		if out != nil {
-			json.NewDecoder(resp.Body).Decode(out)
-		}
-		return resp.StatusCode
+		return call(t, method, d.base+path, d.key, body, out)
 	}
 	link := func(id string) string {
 		t.Helper()
@@ -53,37 +34,8 @@ func TestDashboard_Browser(t *testing.T) {
 		}
 		return s.URL
 	}
-	ctx := browsertest.New(t)
-	step := func(what string, actions ...chromedp.Action[chromedp.Void]) {
-		t.Helper()
-		if err := chromedp.Do(ctx, actions...); err != nil {
-			t.Fatalf("%s: %v\nstderr:\n%s", what, err, d.stderr)
-		}
-	}
-	text := func(sel string) string {
-		t.Helper()
-		s, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
-		if err != nil {
-			t.Fatalf("text of %s: %v", sel, err)
-		}
-		return s
-	}
-	eval := func(js string) string {
-		t.Helper()
-		s, err := chromedp.Run(ctx, chromedp.Evaluate[string](js))
-		if err != nil {
-			t.Fatalf("%s: %v", js, err)
-		}
-		return s
-	}
-	shot := func(name string) {
-		t.Helper()
-		if browsertest.UpdateScreenshots() {
-			if err := browsertest.SaveScreenshot(ctx, "../../docs/screenshots/"+name); err != nil {
-				t.Error(err)
-			}
-		}
-	}
+	p := newBrowserPage(t, d)
+	ctx, step, text, eval, shot := p.ctx, p.step, p.text, p.eval, p.shot
 	// labelled checks that every control of the page has an accessible name.
 	labelled := func(page string) {
 		t.Helper()
