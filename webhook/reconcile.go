@@ -130,7 +130,7 @@ func (r *Reconciler) Run(ctx context.Context) error {
 		if r.lastFull.IsZero() || now.Sub(r.lastFull) >= fullEvery {
 			r.since = time.Time{}
 		}
-		if _, err := r.reconcile(ctx, r.since); err != nil && ctx.Err() == nil {
+		if _, err := r.reconcile(ctx, r.since, false); err != nil && ctx.Err() == nil {
 			r.log.Warn("events: reconciling stopped early; the rest waits for the next pass", "error", err)
 		} else if err == nil {
 			if r.since.IsZero() {
@@ -161,13 +161,15 @@ func (r *Reconciler) Run(ctx context.Context) error {
 // recorded for it does not describe, the events of the missing transition
 // (see [Missing]). It returns the events it appended.
 func (r *Reconciler) Reconcile(ctx context.Context) ([]*tokenkeeper.StoredEvent, error) {
-	return r.reconcile(ctx, time.Time{})
+	return r.reconcile(ctx, time.Time{}, true)
 }
 
 // reconcile is Reconcile over the connections written at or after since
-// (zero: all of them). It logs, once, how many connections older than the
-// event log got their baseline event.
-func (r *Reconciler) reconcile(ctx context.Context, since time.Time) ([]*tokenkeeper.StoredEvent, error) {
+// (zero: all of them); it returns the events appended only if collect is
+// set (Run's passes keep nothing: a first pass over a million connections
+// older than the event log appends a million baselines). It logs, once,
+// how many connections older than the event log got their baseline event.
+func (r *Reconciler) reconcile(ctx context.Context, since time.Time, collect bool) ([]*tokenkeeper.StoredEvent, error) {
 	started, err := r.logStarted(ctx)
 	if err != nil {
 		return nil, err
@@ -207,7 +209,9 @@ func (r *Reconciler) reconcile(ctx context.Context, since time.Time) ([]*tokenke
 				continue
 			}
 			got, err := r.repair(ctx, rec, last, missing, started, now)
-			out = append(out, got...)
+			if collect {
+				out = append(out, got...)
+			}
 			if last == nil && rec.CreatedAt.Before(started) && len(got) > 0 {
 				baselines++
 			}
