@@ -105,7 +105,7 @@ func newEnv(t *testing.T, opts ...func(*envOptions)) *env {
 		ClientSecret: tokenkeeper.NewSecret(client.Secret), Now: srv.Now, Logger: log,
 		DrainGrace: 20 * time.Millisecond, DrainWait: 200 * time.Millisecond,
 		BackoffBase: 10 * time.Millisecond, BackoffMax: 50 * time.Millisecond,
-		RefreshTimeout: 2 * time.Second, LeaseTTL: 3 * time.Second, MaxAttempts: 2,
+		RefreshTimeout: 1500 * time.Millisecond, LeaseTTL: 3 * time.Second, MaxAttempts: 2,
 		FailureCooldown: 200 * time.Millisecond, RefreshRate: 10000, RefreshBurst: 1000,
 	})
 	if err != nil {

@@ -245,18 +245,24 @@ func (h *leaseHolder) grant(asked time.Time) {
 	}
 }
 
-// valid reports whether the lease is surely still held: not lost, and
-// asked for (acquired or last renewed) less than two thirds of LeaseTTL
-// ago. Renewals come every third of LeaseTTL, so a holder that is not
-// stalled always passes; one that stalled (a GC pause, SIGSTOP, renewals
-// failing) past that does not send, whatever it believes. The margin of a
-// third of LeaseTTL covers the moments between this check and the request
-// leaving.
+// left returns how long the lease surely lasts from now: its last grant
+// plus LeaseTTL, on the local monotonic clock.
+func (h *leaseHolder) left() time.Duration {
+	return time.Duration(h.granted.Load()) + h.k.cfg.LeaseTTL - time.Since(h.base)
+}
+
+// valid reports whether the lease is surely held for as long as a request
+// sent now can take: not lost, and lasting at least RefreshTimeout (plus a
+// margin) from now, whatever the clocks say. A request that reached the
+// provider is processed whatever the client does later (cancelling it
+// proves nothing), so the lease must outlast the whole request: otherwise
+// another holder could take over and present the same refresh token while
+// this request is still at the provider. Renewals come every third of
+// LeaseTTL, and LeaseTTL is at least twice RefreshTimeout, so a holder that
+// is not stalled always passes; one that stalled (a GC pause, SIGSTOP,
+// renewals failing against a database that went away) sends nothing.
 func (h *leaseHolder) valid() bool {
-	if h.lost.Load() {
-		return false
-	}
-	return time.Since(h.base) < time.Duration(h.granted.Load())+2*h.k.cfg.LeaseTTL/3
+	return !h.lost.Load() && h.left() >= h.k.cfg.RefreshTimeout+2*leaseMargin
 }
 
 func (h *leaseHolder) renew() {

@@ -46,7 +46,7 @@ type Config struct {
 	RefreshTimeout time.Duration
 	// LeaseTTL is how long a lease lasts unless renewed; it is renewed every
 	// third of it while a refresh runs. 0 means 3 x RefreshTimeout. It must
-	// exceed RefreshTimeout.
+	// be at least twice RefreshTimeout.
 	LeaseTTL time.Duration
 	// DrainGrace is how long after a token's promised ExpiresAt the keeper
 	// waits before refreshing, for calls already on their way; 0 means 1s.
@@ -106,6 +106,11 @@ type Config struct {
 	// Keeper per Registerer: a second fails New. Nothing is registered
 	// with prometheus.DefaultRegisterer unless it is passed here.
 	Registerer prometheus.Registerer
+	// NoChangeFeed leaves the store's change feed (tokenkeeper.ChangeFeed)
+	// unused: for a short-lived keeper, such as a command-line tool's, that
+	// serves no cached tokens and need not hold a listening connection. A
+	// long-lived keeper on a store with a feed should use it.
+	NoChangeFeed bool
 	// Retention makes [Keeper.Run] remove connections that have been
 	// disconnected, or waiting for a reconnect, for longer than this (see
 	// [Keeper.Prune]); 0 means never, negative is invalid.
@@ -164,9 +169,9 @@ func (c *Config) resolve() error {
 	if c.Retention < 0 || c.PruneInterval < 0 {
 		return tokenkeeper.Errorf(tokenkeeper.CodeInvalid, "keeper: Retention and PruneInterval may not be negative")
 	}
-	if c.LeaseTTL <= c.RefreshTimeout {
+	if c.LeaseTTL < 2*c.RefreshTimeout {
 		return tokenkeeper.Errorf(tokenkeeper.CodeInvalid,
-			"keeper: LeaseTTL (%s) must exceed RefreshTimeout (%s), or a slow refresh outlives its lease", c.LeaseTTL, c.RefreshTimeout)
+			"keeper: LeaseTTL (%s) must be at least twice RefreshTimeout (%s): a request is sent only while the lease surely lasts RefreshTimeout longer, and the lease is renewed every third of LeaseTTL", c.LeaseTTL, c.RefreshTimeout)
 	}
 	if c.MaxAttempts == 0 {
 		c.MaxAttempts = 4

@@ -32,7 +32,7 @@ func TestKeeper_Crash(t *testing.T) {
 	}
 	const conn = "acme"
 	const (
-		refreshTimeout = time.Second
+		refreshTimeout = 750 * time.Millisecond
 		leaseTTL       = 1500 * time.Millisecond // the dead owner's lease lapses this long after its last renewal
 		// heldFor is how long the emulator holds the in-flight request: less
 		// than a lease can last after its holder died, so the held request

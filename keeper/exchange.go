@@ -58,8 +58,9 @@ type result struct {
 }
 
 // exchange presents refresh to the token endpoint once (RFC 6749 section
-// 6), on ctx, and classes the outcome. It records whether the request was
-// written, since only an unwritten request is proof that nothing rotated.
+// 6), on ctx for at most RefreshTimeout, and classes the outcome. It
+// records whether the request was written, since only an unwritten request
+// is proof that nothing rotated.
 func (k *Keeper) exchange(ctx context.Context, refresh tokenkeeper.Secret) result {
 	ctx, cancel := context.WithTimeout(ctx, k.cfg.RefreshTimeout)
 	defer cancel()

@@ -49,7 +49,7 @@ func fast(c *keeper.Config, _ *emulator.Config) {
 	c.DrainWait = 200 * time.Millisecond
 	c.BackoffBase = 10 * time.Millisecond
 	c.BackoffMax = 50 * time.Millisecond
-	c.RefreshTimeout = 2 * time.Second
+	c.RefreshTimeout = 1500 * time.Millisecond
 	c.LeaseTTL = 3 * time.Second
 	c.FailureCooldown = 200 * time.Millisecond
 	c.ClientRejectedCooldown = 200 * time.Millisecond

@@ -56,7 +56,7 @@ func TestKeeper_TwoProcesses(t *testing.T) {
 
 	base := e.childBase("load", "", conn)
 	base.DrainGrace, base.DrainWait = drainGrace, 200*time.Millisecond
-	base.RefreshTimeout, base.LeaseTTL = 2*time.Second, 3*time.Second
+	base.RefreshTimeout, base.LeaseTTL = 1500*time.Millisecond, 3*time.Second
 	base.ScheduleInterval = 20 * time.Millisecond
 	base.Workers, base.Pause = workers, pause
 	var kids []*childProc

@@ -78,7 +78,7 @@ func (e *env) newKeeper() *keeper.Keeper {
 		Logger:       slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		DrainGrace:   20 * time.Millisecond, DrainWait: 200 * time.Millisecond,
 		BackoffBase: 10 * time.Millisecond, BackoffMax: 50 * time.Millisecond,
-		RefreshTimeout: 2 * time.Second, LeaseTTL: 3 * time.Second,
+		RefreshTimeout: 1500 * time.Millisecond, LeaseTTL: 3 * time.Second,
 		FailureCooldown: 200 * time.Millisecond, ClientRejectedCooldown: 200 * time.Millisecond,
 		RefreshRate: 10000, RefreshBurst: 1000,
 	})

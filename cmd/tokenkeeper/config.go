@@ -140,7 +140,7 @@ func newSettings(name string, groups group) *settings {
 		f.uint64Var(&s.maxRefreshes, "max-concurrent-refreshes", 8, "have at most `N` refreshes in flight from this replica")
 		f.durationVar(&s.refreshTimeout, "refresh-timeout", 30*time.Second, "give up on one refresh request after `DURATION`")
 		f.durationVar(&s.leaseTTL, "lease-ttl", 0,
-			"a refresh lease lasts `DURATION` unless renewed (every third of it); it must exceed --refresh-timeout; 0 means 3 x --refresh-timeout")
+			"a refresh lease lasts `DURATION` unless renewed (every third of it); at least twice --refresh-timeout; 0 means 3 x --refresh-timeout")
 		f.durationVar(&s.rejectCooldown, "reject-cooldown", 30*time.Second,
 			"a token issued for a refused one and refused again within `DURATION` costs no second refresh (the 401 storm guard); 0 disables the guard")
 		f.choiceVar(&s.logFormat, "log-format", "text", []string{"text", "json"}, "log `FORMAT` on stderr: text or json")
@@ -272,8 +272,8 @@ func (s *settings) check() error {
 		if s.refreshTimeout < time.Second {
 			return bad("refresh-timeout", "%s is shorter than a second", s.refreshTimeout)
 		}
-		if s.leaseTTL != 0 && s.leaseTTL <= s.refreshTimeout {
-			return bad("lease-ttl", "%s does not exceed --refresh-timeout (%s): a slow refresh would outlive its lease", s.leaseTTL, s.refreshTimeout)
+		if s.leaseTTL != 0 && s.leaseTTL < 2*s.refreshTimeout {
+			return bad("lease-ttl", "%s is less than twice --refresh-timeout (%s): a refresh is sent only while its lease surely outlasts the request", s.leaseTTL, s.refreshTimeout)
 		}
 		if s.rejectCooldown < 0 {
 			return bad("reject-cooldown", "%s is negative", s.rejectCooldown)

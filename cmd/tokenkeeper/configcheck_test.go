@@ -123,7 +123,7 @@ func TestConfigCheck_Bad(t *testing.T) {
 		{name: "RefreshBurstEnv", env: map[string]string{"TOKENKEEPER_REFRESH_BURST": "0"}, want: "TOKENKEEPER_REFRESH_BURST (--refresh-burst)"},
 		{name: "MaxRefreshes", extra: []string{"--max-concurrent-refreshes", "0"}, want: "--max-concurrent-refreshes"},
 		{name: "RefreshTimeout", extra: []string{"--refresh-timeout", "10ms"}, want: "--refresh-timeout: 10ms is shorter than a second"},
-		{name: "LeaseTTL", extra: []string{"--lease-ttl", "10s", "--refresh-timeout", "20s"}, want: "--lease-ttl: 10s does not exceed --refresh-timeout (20s)"},
+		{name: "LeaseTTL", extra: []string{"--lease-ttl", "30s", "--refresh-timeout", "20s"}, want: "--lease-ttl: 30s is less than twice --refresh-timeout (20s)"},
 		{name: "RejectCooldown", extra: []string{"--reject-cooldown", "-1s"}, want: "--reject-cooldown"},
 		{name: "LogLevel", extra: []string{"--log-level", "loud"}, want: "--log-level"},
 		{name: "PublicURLMissing", file: "store: sqlite:DIR/tk.db\n", want: "--public-url"},
