@@ -135,7 +135,13 @@ func (k *Keeper) keepAlive(ctx context.Context) {
 		for _, rec := range page {
 			after = rec.ID
 			k.log.Info("keep-alive: refreshing an old refresh token", "connection", rec.ID, "last_refresh", rec.LastRefreshAt)
-			if f := k.startKeepAlive(k.entry(rec.ID)); f != nil {
+			f := k.startKeepAlive(k.entry(rec.ID))
+			if f == nil && !k.closed.Load() {
+				// The scheduler evicted the new entry (never used, no flight
+				// yet) in between: take the map's entry again.
+				f = k.startKeepAlive(k.entry(rec.ID))
+			}
+			if f != nil {
 				flights = append(flights, f)
 			}
 		}

@@ -215,10 +215,13 @@ func (k *Keeper) fly(e *entry, f *flight) {
 	if c != nil {
 		e.publish(c, c.ver)
 	}
-	if tokenkeeper.ErrorCode(err) == tokenkeeper.CodeNotFound {
-		k.entries.CompareAndDelete(e.id, e) // do not keep unknown ids in memory
-	}
 	e.mu.Lock()
+	if tokenkeeper.ErrorCode(err) == tokenkeeper.CodeNotFound {
+		// Do not keep unknown ids in memory. Marked dead under e.mu, as
+		// evict does: a caller still holding e starts no flight on it.
+		e.dead.Store(true)
+		k.entries.CompareAndDelete(e.id, e)
+	}
 	f.err, f.c = err, c
 	e.flight = nil
 	e.mu.Unlock()
