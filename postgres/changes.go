@@ -32,12 +32,22 @@ func (s *Store) Ping(ctx context.Context) error {
 // Intervals of the change feed: how long the listening connection may stay
 // silent before it is checked with a probe, how long the probe may take,
 // and the bounds of the backoff between attempts to listen again.
-var (
+const (
 	feedIdle       = 15 * time.Second
 	feedCheck      = 5 * time.Second
 	feedBackoffMin = 100 * time.Millisecond
-	feedBackoffMax = 5 * time.Minute
+	feedBackoffMax = 30 * time.Second
 )
+
+// feedTimings are the change feed's intervals; tests shorten them per store.
+type feedTimings struct{ idle, check, backoffMin time.Duration }
+
+func (s *Store) feedTimings() feedTimings {
+	if s.feed != (feedTimings{}) {
+		return s.feed
+	}
+	return feedTimings{idle: feedIdle, check: feedCheck, backoffMin: feedBackoffMin}
+}
 
 // WatchChanges implements [tokenkeeper.ChangeFeed] with LISTEN on a
 // connection of its own, outside the pool (migration 0002's trigger sends
@@ -49,14 +59,17 @@ var (
 // broke, a network cut, and a listening connection that can never receive
 // (one made through a transaction-mode pooler such as PgBouncer's, where
 // LISTEN lands on a server connection other clients then use) all fail
-// the probe. fn then gets a Change with Down set, and the feed listens
-// again after a backoff (100 ms doubling to 5 min while the feed keeps
-// failing within a minute of starting); fn gets the zero Change each time
-// listening starts and the first probe passed. It returns an error only if
+// the probe (a probe that cannot be sent, through a busy pool, says
+// nothing and is tried again later). fn then gets a Change with Down set,
+// and the feed listens again after a backoff (100 ms doubling to 30 s while
+// the feed keeps failing within a minute of starting); fn gets the zero
+// Change each time listening starts and the first probe passed (or could
+// not be sent). It returns an error only if
 // the first LISTEN fails for a reason other than the database being
 // unreachable (which it retries like a break).
 func (s *Store) WatchChanges(ctx context.Context, fn func(tokenkeeper.Change)) error {
-	backoff := feedBackoffMin
+	ft := s.feedTimings()
+	backoff := ft.backoffMin
 	first := true
 	for ctx.Err() == nil {
 		conn, channel, err := s.listen(ctx)
@@ -73,7 +86,7 @@ func (s *Store) WatchChanges(ctx context.Context, fn func(tokenkeeper.Change)) e
 			}
 			fn(tokenkeeper.Change{Down: true, Err: err})
 			if time.Since(started) > time.Minute {
-				backoff = feedBackoffMin // it worked for a while: a fresh break
+				backoff = ft.backoffMin // it worked for a while: a fresh break
 			}
 		} else if first && tokenkeeper.ErrorCode(err) != tokenkeeper.CodeUnavailable && ctx.Err() == nil {
 			return err
@@ -110,12 +123,12 @@ func (s *Store) listen(ctx context.Context) (*pgx.Conn, string, error) {
 // Change), and delivers the notifications of conn until ctx ends, the
 // connection breaks, or a probe does not come back.
 func (s *Store) follow(ctx context.Context, conn *pgx.Conn, channel string, fn func(tokenkeeper.Change)) error {
-	if err := s.probe(ctx, conn, channel, fn); err != nil {
+	if err := s.probe(ctx, conn, channel, fn); err != nil && !errors.Is(err, errProbeNotSent) {
 		return err
 	}
 	fn(tokenkeeper.Change{})
 	for {
-		wctx, cancel := context.WithTimeout(ctx, feedIdle)
+		wctx, cancel := context.WithTimeout(ctx, s.feedTimings().idle)
 		n, err := conn.WaitForNotification(wctx)
 		cancel()
 		switch {
@@ -124,7 +137,7 @@ func (s *Store) follow(ctx context.Context, conn *pgx.Conn, channel string, fn f
 		case ctx.Err() != nil:
 			return ctx.Err()
 		case errors.Is(err, context.DeadlineExceeded) && !conn.IsClosed():
-			if err := s.probe(ctx, conn, channel, fn); err != nil {
+			if err := s.probe(ctx, conn, channel, fn); err != nil && !errors.Is(err, errProbeNotSent) {
 				return err
 			}
 		default:
@@ -141,17 +154,20 @@ func (s *Store) probe(ctx context.Context, conn *pgx.Conn, channel string, fn fu
 	if s.probeTo != "" {
 		to = s.probeTo
 	}
-	pctx, cancel := context.WithTimeout(ctx, feedCheck)
+	check := s.feedTimings().check
+	pctx, cancel := context.WithTimeout(ctx, check)
 	defer cancel()
 	if _, err := s.pool.Exec(pctx, `SELECT pg_notify($1, $2)`, to, payload); err != nil {
-		return fmt.Errorf("postgres: change feed: send a probe: %w", mapErr(err))
+		// The pool is busy (or the database away, which the listening
+		// connection finds out by itself): that says nothing about the feed.
+		return fmt.Errorf("%w: %w", errProbeNotSent, mapErr(err))
 	}
 	for {
 		n, err := conn.WaitForNotification(pctx)
 		if err != nil {
 			if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
 				return tokenkeeper.Errorf(tokenkeeper.CodeUnavailable,
-					"postgres: change feed: a probe notification did not come back within %s; the listening connection receives nothing (through a transaction-mode pooler, give the store a URL with a direct or session-mode connection)", feedCheck)
+					"postgres: change feed: a probe notification did not come back within %s; the listening connection receives nothing (through a transaction-mode pooler, give the store a URL with a direct or session-mode connection)", check)
 			}
 			return fmt.Errorf("postgres: change feed: wait for the probe: %w", mapErr(err))
 		}
@@ -160,6 +176,11 @@ func (s *Store) probe(ctx context.Context, conn *pgx.Conn, channel string, fn fu
 		}
 	}
 }
+
+// errProbeNotSent is probe's error when the probe could not be sent
+// through the pool: the feed is not known to be broken, and keeps
+// listening.
+var errProbeNotSent = errors.New("postgres: change feed: the probe could not be sent")
 
 // deliver passes n to fn if it is a change on channel; it reports whether
 // n is the probe with payload probe instead. Other probes are ignored.
@@ -204,4 +225,16 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// NotifyQueueUsage returns how full PostgreSQL's notification queue is, from
+// 0 to 1 (pg_notification_queue_usage()). A listener that stops reading
+// pins the queue; when it is full, every commit that notifies fails, so
+// this is worth an alert long before 1.
+func (s *Store) NotifyQueueUsage(ctx context.Context) (float64, error) {
+	var u float64
+	if err := s.pool.QueryRow(ctx, `SELECT pg_notification_queue_usage()`).Scan(&u); err != nil {
+		return 0, fmt.Errorf("postgres: notification queue usage: %w", mapErr(err))
+	}
+	return u, nil
 }

@@ -142,8 +142,8 @@ func TestPing(t *testing.T) {
 // pooler) is found by the feed's first probe: it reports itself down, with
 // the reason, and never says it started.
 func TestWatchChanges_ProbeFails(t *testing.T) {
-	defer postgres.SetFeedTimings(200*time.Millisecond, 300*time.Millisecond, 50*time.Millisecond)()
 	s, _ := open(t)
+	s.SetFeedTimings(200*time.Millisecond, 300*time.Millisecond, 50*time.Millisecond)
 	s.SetProbeChannel("nobody_listens_here")
 	ch := make(chan tokenkeeper.Change, 100)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -161,5 +161,28 @@ func TestWatchChanges_ProbeFails(t *testing.T) {
 	}
 	if c := next(t, ch); !c.Down {
 		t.Fatalf("after retrying: %+v, want Down again (never started)", c)
+	}
+}
+
+// TestWatchChanges_BusyPool: a probe that cannot be sent because every
+// connection of the pool is in use (a burst of slow store calls) says nothing
+// about the feed: it neither goes down nor restarts (which would make every
+// keeper drop every cached token just when the database is busiest), and it
+// still carries changes afterwards.
+func TestWatchChanges_BusyPool(t *testing.T) {
+	schema := newSchema(t)
+	s := openURL(t, schemaURL(schema, map[string]string{"pool_max_conns": "1"}))
+	s.SetFeedTimings(200*time.Millisecond, 300*time.Millisecond, 50*time.Millisecond)
+	ch := feed(t, s)
+	c, err := s.Pool().Acquire(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second) // several probes' worth of a saturated pool
+	c.Release()
+	quiet(t, ch, "a busy pool")
+	create(t, openURL(t, schemaURL(schema, nil)), newRecord("c1"))
+	if c := next(t, ch); c.ID != "c1" {
+		t.Fatalf("after the pool was free again: %+v, want c1's creation", c)
 	}
 }

@@ -31,10 +31,8 @@ func Migrations() (n int, latest int64) {
 // own, so that none comes back. Call it before WatchChanges.
 func (s *Store) SetProbeChannel(channel string) { s.probeTo = channel }
 
-// SetFeedTimings shortens the change feed's intervals for a test, and
-// returns a function that restores them. Not for parallel tests.
-func SetFeedTimings(idle, check, backoff time.Duration) (restore func()) {
-	i, c, b := feedIdle, feedCheck, feedBackoffMin
-	feedIdle, feedCheck, feedBackoffMin = idle, check, backoff
-	return func() { feedIdle, feedCheck, feedBackoffMin = i, c, b }
+// SetFeedTimings shortens the change feed's intervals of s, for a test.
+// Call it before WatchChanges.
+func (s *Store) SetFeedTimings(idle, check, backoff time.Duration) {
+	s.feed = feedTimings{idle: idle, check: check, backoffMin: backoff}
 }

@@ -77,6 +77,8 @@ type Store struct {
 	// instead of its own channel: a listening connection that never
 	// receives them, as through a transaction-mode pooler.
 	probeTo string
+	// feed, if set by a test, replaces the change feed's intervals.
+	feed feedTimings
 }
 
 var (

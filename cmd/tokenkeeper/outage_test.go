@@ -139,6 +139,7 @@ func TestServe_DatabaseOutage(t *testing.T) {
 	refreshes := func() int { return latestAuthorisation(t, e.emu).Refreshes }
 
 	waitMetric(t, e, "tokenkeeper_change_feed_up 1")
+	waitMetric(t, e, "tokenkeeper_store_notify_queue_usage 0")
 	cut.cut()
 	waitReady(t, e, "degraded")
 	if m := metricsText(t, e); !strings.Contains(m, "tokenkeeper_store_up 0") {

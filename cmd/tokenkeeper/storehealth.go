@@ -34,6 +34,13 @@ type storeHealth struct {
 	mu    sync.Mutex
 	err   error     // nil while the store answers
 	since time.Time // when the current state began
+	queue float64   // the notification queue's usage, if the store has one
+}
+
+// notifyQueue is a store with a notification queue to watch (PostgreSQL's
+// LISTEN/NOTIFY: see postgres.Store.NotifyQueueUsage).
+type notifyQueue interface {
+	NotifyQueueUsage(ctx context.Context) (float64, error)
 }
 
 func newStoreHealth(st tokenkeeper.Store, log *slog.Logger, reg prometheus.Registerer) (*storeHealth, error) {
@@ -49,6 +56,19 @@ func newStoreHealth(st tokenkeeper.Store, log *slog.Logger, reg prometheus.Regis
 	})
 	if err := reg.Register(up); err != nil {
 		return nil, err
+	}
+	if _, ok := st.(notifyQueue); ok {
+		usage := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "tokenkeeper_store_notify_queue_usage",
+			Help: "How full PostgreSQL's notification queue is, 0 to 1 (pg_notification_queue_usage()), read with each store check. A listener that stops reading pins it; when it is full, every commit that notifies fails: alert well before (see docs/operations.md).",
+		}, func() float64 {
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			return h.queue
+		})
+		if err := reg.Register(usage); err != nil {
+			return nil, err
+		}
 	}
 	return h, nil
 }
@@ -81,6 +101,11 @@ func (h *storeHealth) Run(ctx context.Context, interval time.Duration) {
 func (h *storeHealth) check(ctx context.Context) {
 	cctx, cancel := context.WithTimeout(ctx, storeHealthTimeout)
 	err := ping(cctx, h.st)
+	var queue float64
+	var qerr error
+	if q, ok := h.st.(notifyQueue); ok && err == nil {
+		queue, qerr = q.NotifyQueueUsage(cctx)
+	}
 	cancel()
 	if ctx.Err() != nil {
 		return
@@ -96,6 +121,9 @@ func (h *storeHealth) check(ctx context.Context) {
 		h.since = time.Now()
 	}
 	h.err = err
+	if qerr == nil {
+		h.queue = queue
+	}
 }
 
 // ping asks st whether it answers: Ping if it has one, else a lookup of a

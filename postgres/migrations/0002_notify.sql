@@ -27,8 +27,13 @@ BEGIN
 	PERFORM pg_notify(
 		'tokenkeeper_' || left(md5(TG_TABLE_SCHEMA), 16),
 		op || ' ' || r.generation || ' ' ||
+			-- Whole seconds, then the microseconds within the second: exact on
+			-- every version (before 14, extract returns a double, and epoch *
+			-- 1e6 may be off by one microsecond).
 			CASE WHEN isfinite(r.created_at)
-				THEN floor(extract(epoch FROM r.created_at) * 1000000)::bigint ELSE 0 END
+				THEN extract(epoch FROM date_trunc('second', r.created_at))::bigint * 1000000
+					+ extract(microseconds FROM r.created_at)::bigint % 1000000
+				ELSE 0 END
 			|| ' ' || r.id);
 	RETURN NULL;
 END
