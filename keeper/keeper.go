@@ -101,7 +101,7 @@ func New(cfg Config) (*Keeper, error) {
 	}
 	k.base, k.cancel = context.WithCancel(context.Background())
 	k.stopping, k.stop = context.WithCancel(context.Background())
-	if feed, ok := cfg.Store.(tokenkeeper.ChangeFeed); ok {
+	if feed, ok := cfg.Store.(tokenkeeper.ChangeFeed); ok && !cfg.NoChangeFeed {
 		k.feedDone = make(chan struct{})
 		go func() {
 			defer close(k.feedDone)

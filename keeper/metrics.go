@@ -83,7 +83,7 @@ func newMetrics(reg prometheus.Registerer, k *Keeper) (*metrics, error) {
 		}),
 		feedDrops: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tokenkeeper_coherence_drops_total",
-			Help: "Cached access tokens dropped because the store's change feed reported that another process changed the connection (a forced refresh, a disconnect, a reconnect).",
+			Help: "Cached access tokens dropped because the store's change feed reported that another process wrote the connection: any change of its generation (a refresh, a forced refresh, a disconnect, a reconnect, metadata, a re-seal); the next use reads the store.",
 		}),
 		feedResyncs: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tokenkeeper_change_feed_resyncs_total",
@@ -94,7 +94,7 @@ func newMetrics(reg prometheus.Registerer, k *Keeper) (*metrics, error) {
 		m.refreshes.WithLabelValues(o) // every outcome is exported from the start, at 0
 	}
 	all := []prometheus.Collector{m.refreshes, m.refreshDuration, m.leaseWait, m.schedulerLag, m.pruned, m.suppressed, m.feedDrops, m.feedResyncs, newConnectionsCollector(k)}
-	if _, ok := k.cfg.Store.(tokenkeeper.ChangeFeed); ok {
+	if _, ok := k.cfg.Store.(tokenkeeper.ChangeFeed); ok && !k.cfg.NoChangeFeed {
 		all = append(all, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "tokenkeeper_change_feed_up",
 			Help: "1 while the store's change feed (PostgreSQL LISTEN/NOTIFY) is listening and its probes come back; 0 while it is down: other replicas' forced refreshes and disconnects then reach this one only when its cached tokens' promises end. Only with a store that has a feed.",

@@ -120,6 +120,8 @@ func offlineKeeper(st tokenkeeper.Store, sealer tokenkeeper.Sealer, opts ...func
 		Provider: tokenkeeper.PleoProvider(),
 		ClientID: offlineClientID,
 		Logger:   slog.New(slog.DiscardHandler),
+		// A command runs for a moment and caches nothing worth keeping coherent.
+		NoChangeFeed: true,
 	}
 	for _, o := range opts {
 		o(&cfg)

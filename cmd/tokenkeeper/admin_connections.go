@@ -243,7 +243,7 @@ func localDelete(ctx context.Context, s *settings, id tokenkeeper.ConnectionID, 
 	defer st.Close()
 	var k *keeper.Keeper
 	if revoke {
-		k, err = newKeeper(s, st, sealer, newLogger(io.Discard, "text", "info"), keeper.Config{})
+		k, err = newKeeper(s, st, sealer, newLogger(io.Discard, "text", "info"), keeper.Config{NoChangeFeed: true})
 	} else {
 		k, err = offlineKeeper(st, sealer)
 	}
@@ -322,7 +322,7 @@ func localRefresh(ctx context.Context, s *settings, id tokenkeeper.ConnectionID)
 		return nil, err
 	}
 	defer st.Close()
-	k, err := newKeeper(s, st, keys, newLogger(io.Discard, "text", "info"), keeper.Config{})
+	k, err := newKeeper(s, st, keys, newLogger(io.Discard, "text", "info"), keeper.Config{NoChangeFeed: true})
 	if err != nil {
 		return nil, err
 	}
