@@ -133,7 +133,7 @@ func (s *Store) follow(ctx context.Context, conn *pgx.Conn, channel string, fn f
 		cancel()
 		switch {
 		case err == nil:
-			s.deliver(n, channel, "", fn)
+			deliver(n, channel, "", fn)
 		case ctx.Err() != nil:
 			return ctx.Err()
 		case errors.Is(err, context.DeadlineExceeded) && !conn.IsClosed():
@@ -171,7 +171,7 @@ func (s *Store) probe(ctx context.Context, conn *pgx.Conn, channel string, fn fu
 			}
 			return fmt.Errorf("postgres: change feed: wait for the probe: %w", mapErr(err))
 		}
-		if s.deliver(n, channel, payload, fn) {
+		if deliver(n, channel, payload, fn) {
 			return nil
 		}
 	}
@@ -184,7 +184,7 @@ var errProbeNotSent = errors.New("postgres: change feed: the probe could not be 
 
 // deliver passes n to fn if it is a change on channel; it reports whether
 // n is the probe with payload probe instead. Other probes are ignored.
-func (s *Store) deliver(n *pgconn.Notification, channel, probe string, fn func(tokenkeeper.Change)) bool {
+func deliver(n *pgconn.Notification, channel, probe string, fn func(tokenkeeper.Change)) bool {
 	if n.Channel != channel {
 		return false
 	}

@@ -31,13 +31,9 @@ func ServerURL() string {
 	return cmp.Or(os.Getenv("TOKENKEEPER_TEST_POSTGRES_URL"), DefaultURL)
 }
 
-// Connect connects to the test server, or skips t (fails it under CI=true)
-// if the server cannot be reached. The connection is closed when t ends.
-func Connect(t testing.TB) *pgx.Conn {
-	t.Helper()
-	return connectTo(t, ServerURL())
-}
-
+// connectTo connects to the server at base, or skips t (fails it under
+// CI=true) if the server cannot be reached. The connection is closed when t
+// ends.
 func connectTo(t testing.TB, base string) *pgx.Conn {
 	t.Helper()
 	u, err := url.Parse(base)
