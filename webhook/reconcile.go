@@ -279,6 +279,16 @@ func (r *Reconciler) repair(ctx context.Context, rec *tokenkeeper.Record, last *
 
 // logStarted returns the Time of the EventLogStarted event, appending it
 // first if the log has none: the first reconciler ever to run sets it.
+// Start makes sure the event log has its log-started event, appending it
+// if this is the first reconciler ever to run. A service calls it before it
+// serves anything: a connection it creates is then never older than the
+// log, and so never mistaken for one that predates it (whose missing events
+// are recorded without webhooks).
+func (r *Reconciler) Start(ctx context.Context) error {
+	_, err := r.logStarted(ctx)
+	return err
+}
+
 func (r *Reconciler) logStarted(ctx context.Context) (time.Time, error) {
 	for range 2 {
 		evs, err := r.cfg.Log.ListEvents(ctx, tokenkeeper.EventFilter{Types: []tokenkeeper.EventType{EventLogStarted}, Limit: 1})

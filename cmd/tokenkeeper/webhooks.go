@@ -113,6 +113,11 @@ func newEventSystem(ctx context.Context, s *settings, st backend, keys tokenkeep
 	if err != nil {
 		return nil, fmt.Errorf("start the event reconciler: %w", err)
 	}
+	// Before anything is served: a connection made through this service must not
+	// look older than the event log (whose lost events get no webhooks).
+	if err := rc.Start(ctx); err != nil {
+		return nil, fmt.Errorf("start the event log: %w", err)
+	}
 	eps := &webhook.Endpoints{Store: st, Log: st, Sealer: keys, Now: now, Logger: log, Enqueued: d.Notify}
 	for _, u := range s.webhookURLs {
 		ep, err := eps.Ensure(ctx, u, s.webhookSecret)
